@@ -1,0 +1,265 @@
+//! `mxcert` command line: parses flags and wires the stages; no protocol logic lives here.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use mxcert::capture::{CaptureError, FileReader};
+use mxcert::session::{Config, Pipeline, PortSet};
+use mxcert::sink::JsonlSink;
+
+/// Passive monitor of SMTP/TLS certificates on mail gateways.
+///
+/// mxcert follows SMTP into STARTTLS (and implicit TLS on 465), reads the TLS handshake of both
+/// sides and writes one JSON record per session and one per distinct certificate. It never
+/// stores mail content: a flow is dropped from inspection as soon as its handshake is over.
+#[derive(Parser, Debug)]
+#[command(name = "mxcert", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Read pcap/pcapng capture files and write session and certificate records.
+    Read(ReadArgs),
+}
+
+#[derive(Args, Debug)]
+struct ReadArgs {
+    /// Capture files (pcap or pcapng, as written by tcpdump -w, tshark -w, dumpcap). Several
+    /// files are read in order as one capture, so flows may span rotated files.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Args, Debug)]
+struct CommonArgs {
+    /// Where to write JSON lines records; `-` for stdout.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "mxcert-out/records.jsonl",
+        env = "MXCERT_OUT"
+    )]
+    out: PathBuf,
+
+    /// TCP ports carrying SMTP, comma separated. TLS is detected by content on these ports,
+    /// so implicit TLS on 587 or a ClientHello sent to a plaintext 465 are handled.
+    #[arg(
+        long,
+        value_name = "PORTS",
+        default_value = "25,587,465",
+        value_delimiter = ',',
+        env = "MXCERT_PORTS"
+    )]
+    ports: Vec<u16>,
+
+    /// Networks that are ours (CIDR, repeatable or comma separated): a session whose server is
+    /// inside is `inbound`, whose client is inside is `outbound`; otherwise `unknown`.
+    #[arg(
+        long = "local-net",
+        value_name = "CIDR",
+        value_delimiter = ',',
+        env = "MXCERT_LOCAL_NET"
+    )]
+    local_net: Vec<ipnet::IpNet>,
+
+    /// Flows tracked at once; beyond this new flows are counted and skipped.
+    #[arg(long, value_name = "N", default_value_t = Config::default().max_flows)]
+    max_flows: usize,
+
+    /// Bytes read per direction of a flow before it is given up as incomplete (the handshake
+    /// is all mxcert needs).
+    #[arg(long, value_name = "BYTES", default_value_t = Config::default().max_flow_bytes)]
+    max_flow_bytes: u64,
+
+    /// Seconds of capture time without packets after which a flow is closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    idle_timeout: u64,
+
+    /// Progress bar on stderr: `auto` shows it for files over 4 MB when stderr is a terminal.
+    #[arg(long, value_enum, default_value_t = Progress::Auto)]
+    progress: Progress,
+
+    /// Do not print the summary on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Progress {
+    Auto,
+    Always,
+    Never,
+}
+
+/// Exit codes: 0 success (also when a capture was truncated: what could be read is reported),
+/// 1 output failure, 2 unusable input or usage.
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Read(args) => match read(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mxcert: error: {e:#}");
+                if e.downcast_ref::<CaptureError>().is_some() {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+        },
+    }
+}
+
+fn read(args: ReadArgs) -> anyhow::Result<()> {
+    let c = &args.common;
+    let cfg = Config {
+        ports: PortSet::new(&c.ports),
+        local_nets: c.local_net.clone(),
+        max_flows: c.max_flows,
+        max_flow_bytes: c.max_flow_bytes,
+        idle_timeout: i64::try_from(c.idle_timeout.saturating_mul(1_000_000_000))
+            .unwrap_or(i64::MAX),
+        ..Config::default()
+    };
+    // Open every file first: a typo in the last name should not cost a long run.
+    let mut readers = Vec::new();
+    for f in &args.files {
+        readers.push(FileReader::open(f)?);
+    }
+    let mut sink = JsonlSink::create(&c.out)?;
+    let mut pipeline = Pipeline::new(cfg);
+    let started = Instant::now();
+    let mut truncated = Vec::new();
+    let mut total_bytes = 0u64;
+    for (path, mut reader) in args.files.iter().zip(readers) {
+        let bar = progress_bar(c.progress, path, reader.total_len());
+        let mut n = 0u64;
+        loop {
+            match reader.next_packet() {
+                Ok(Some(pkt)) => {
+                    pipeline
+                        .packet(&pkt, &mut sink)
+                        .context("writing records")?;
+                    n += 1;
+                    if n % 8192 == 0 {
+                        if let Some(b) = &bar {
+                            b.set_position(reader.bytes_read());
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(e @ (CaptureError::Truncated { .. } | CaptureError::Corrupt { .. })) => {
+                    // Keep what was read: a capture cut by a full disk or a killed tcpdump
+                    // still holds useful sessions.
+                    eprintln!("mxcert: warning: {e}; keeping the {n} packets read before it");
+                    truncated.push(path.display().to_string());
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        total_bytes += reader.bytes_read();
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+    }
+    pipeline.finish(&mut sink).context("writing records")?;
+    let elapsed = started.elapsed();
+    if !c.quiet {
+        print_summary(&pipeline, &c.out, &truncated, total_bytes, elapsed);
+    }
+    Ok(())
+}
+
+fn progress_bar(
+    mode: Progress,
+    path: &std::path::Path,
+    len: Option<u64>,
+) -> Option<indicatif::ProgressBar> {
+    let len = len?;
+    let show = match mode {
+        Progress::Never => false,
+        Progress::Always => true,
+        Progress::Auto => std::io::stderr().is_terminal() && len > 4 * 1024 * 1024,
+    };
+    if !show {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(len),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(path.display().to_string());
+    Some(bar)
+}
+
+fn print_summary(
+    p: &Pipeline,
+    out: &std::path::Path,
+    truncated: &[String],
+    bytes: u64,
+    elapsed: std::time::Duration,
+) {
+    let s = &p.stats;
+    let sum = &p.summary;
+    let join = |m: &std::collections::BTreeMap<&'static str, u64>| {
+        m.iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    eprintln!("mxcert summary");
+    eprintln!(
+        "  input         {} packets, {:.1} MB in {:.2} s ({:.0} MB/s)",
+        s.packets,
+        bytes as f64 / 1e6,
+        secs,
+        bytes as f64 / 1e6 / secs
+    );
+    eprintln!("  sessions      {}  ({})", s.sessions, join(&sum.outcomes));
+    eprintln!("  TLS versions  {}", join(&sum.versions));
+    eprintln!("  direction     {}", join(&sum.directions));
+    eprintln!(
+        "  client certs  requested {}, presented {}, declined {}",
+        sum.cert_requested, sum.client_cert_presented, sum.client_cert_declined
+    );
+    eprintln!(
+        "  certificates  {} distinct ({} unparsable)",
+        s.certificates, s.certificate_parse_errors
+    );
+    eprintln!(
+        "  bounds hit    flows dropped (table full) {}, flows capped {}, idle-expired {}, out-of-order overflows {}",
+        s.flows_dropped_table_full, s.flows_capped, s.flows_idle_expired, s.ooo_overflows
+    );
+    eprintln!(
+        "  parse errors  TLS directions abandoned {}, undecodable handshake messages {}, malformed packets {}, gaps {}, conflicting overlaps {}",
+        s.tls_invalid_directions, s.tls_undecodable_messages, s.malformed, s.gaps, s.conflicting_overlaps
+    );
+    eprintln!(
+        "  skipped       other ports {}, not TCP {}, IP fragments {}, midstream flows {}",
+        s.other_ports, s.not_tcp, s.ip_fragments, s.flows_midstream
+    );
+    if !truncated.is_empty() {
+        eprintln!("  truncated     {}", truncated.join(", "));
+    }
+    eprintln!("  records       {}", out.display());
+}

@@ -1,0 +1,739 @@
+//! The per-flow state machine tying the stages together: a bounded flow table keyed by the TCP
+//! 4-tuple, per-direction reassembly ([`crate::reassembly`]), SMTP until TLS starts
+//! ([`crate::smtp`]), the TLS handshake ([`crate::tls`]) and certificates ([`crate::x509`]).
+//!
+//! A flow is parsed only until its outcome is known (handshake over, TLS refused, alert); then
+//! its record is emitted, its buffers are freed and it stays in the table as a small tombstone
+//! until FIN/RST or the idle timeout, so every later packet of a long encrypted mail transfer
+//! costs one hash lookup. Mail content is never read.
+
+pub mod record;
+
+use std::net::IpAddr;
+
+use hashbrown::{HashMap, HashSet};
+use sha2::{Digest, Sha256};
+
+use crate::capture::{decode, DecodeOutcome, Nanos, Packet, TcpSegment};
+use crate::reassembly::{Delivery, Stream};
+use crate::sink::{Sink, SinkError};
+use crate::smtp::{ClientEvent, Line, LineSplitter, Smtp};
+use crate::tls::{looks_like_tls, CertObserver, Side, Tls};
+use crate::x509::{CertificateRecord, Fingerprint};
+
+pub use record::{Outcome, SessionRecord};
+
+/// Pipeline settings (command-line flags map onto these).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub ports: PortSet,
+    /// Networks that are "ours": decides `direction`.
+    pub local_nets: Vec<ipnet::IpNet>,
+    /// Flows tracked at once; new flows beyond this are counted and ignored.
+    pub max_flows: usize,
+    /// Bytes read per direction before a flow is given up as incomplete: the handshake is all
+    /// that is needed, and a peer must not make mxcert buffer a mail body.
+    pub max_flow_bytes: u64,
+    /// Packet-time inactivity after which a flow is closed.
+    pub idle_timeout: Nanos,
+    /// Distinct certificate fingerprints remembered (so each is emitted once).
+    pub max_known_certs: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            ports: PortSet::new(&mxcert_ebpf::DEFAULT_PORTS),
+            local_nets: Vec::new(),
+            max_flows: 262_144,
+            max_flow_bytes: 256 * 1024,
+            idle_timeout: 300 * 1_000_000_000,
+            max_known_certs: 1 << 22,
+        }
+    }
+}
+
+/// A set of TCP ports as a 64 Kibit bitmap: one load per packet.
+#[derive(Clone)]
+pub struct PortSet(Box<[u64; 1024]>);
+
+impl PortSet {
+    pub fn new(ports: &[u16]) -> PortSet {
+        let mut s = PortSet(Box::new([0; 1024]));
+        for &p in ports {
+            s.0[usize::from(p >> 6)] |= 1 << (p & 63);
+        }
+        s
+    }
+    #[inline]
+    pub fn contains(&self, p: u16) -> bool {
+        self.0[usize::from(p >> 6)] & (1 << (p & 63)) != 0
+    }
+    pub fn ports(&self) -> Vec<u16> {
+        (0..=u16::MAX).filter(|&p| self.contains(p)).collect()
+    }
+}
+
+impl std::fmt::Debug for PortSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.ports()).finish()
+    }
+}
+
+/// Counters for the run summary; everything that was skipped or bounded is counted here.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub tcp_segments: u64,
+    pub not_tcp: u64,
+    pub ip_fragments: u64,
+    pub malformed: u64,
+    pub unsupported_link: u64,
+    pub truncated_segments: u64,
+    pub other_ports: u64,
+    pub flows: u64,
+    pub flows_midstream: u64,
+    pub flows_dropped_table_full: u64,
+    pub flows_capped: u64,
+    pub flows_idle_expired: u64,
+    pub flows_port_reused: u64,
+    pub sessions: u64,
+    pub certificates: u64,
+    pub certificate_parse_errors: u64,
+    pub known_certs_resets: u64,
+    pub tls_invalid_directions: u64,
+    pub tls_undecodable_messages: u64,
+    pub retransmissions: u64,
+    pub conflicting_overlaps: u64,
+    pub ooo_overflows: u64,
+    pub gaps: u64,
+    pub smtp_long_lines: u64,
+}
+
+/// Canonical 4-tuple: the lower (address, port) first, so both directions find one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FlowKey {
+    lo: (IpAddr, u16),
+    hi: (IpAddr, u16),
+}
+
+impl FlowKey {
+    fn of(seg: &TcpSegment<'_>) -> FlowKey {
+        let a = (seg.src, seg.sport);
+        let b = (seg.dst, seg.dport);
+        if a <= b {
+            FlowKey { lo: a, hi: b }
+        } else {
+            FlowKey { lo: b, hi: a }
+        }
+    }
+}
+
+enum Slot {
+    Active(Box<Flow>),
+    /// Outcome known and record emitted: only FIN/RST and the timeout matter now.
+    Done {
+        last_ts: Nanos,
+        fins: u8,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// At a boundary where SMTP text or a TLS record may start.
+    Smtp,
+    Tls,
+    /// Nothing more to read in this direction.
+    Ignore,
+}
+
+/// Per-direction parse state: bytes waiting for a complete line/record, and the mode.
+#[derive(Debug)]
+struct DirParse {
+    mode: Mode,
+    pending: Vec<u8>,
+    lines: LineSplitter,
+    /// No byte of this direction has been parsed yet.
+    at_start: bool,
+}
+
+impl Default for DirParse {
+    fn default() -> Self {
+        DirParse {
+            mode: Mode::Smtp,
+            pending: Vec::new(),
+            lines: LineSplitter::default(),
+            at_start: true,
+        }
+    }
+}
+
+/// Everything parsed from a flow (separate from the streams so both can be borrowed at once).
+#[derive(Debug, Default)]
+struct Parse {
+    dirs: [DirParse; 2],
+    smtp: Smtp,
+    tls: Tls,
+    tls_started: bool,
+    implicit_tls: bool,
+    /// The client went on in plaintext (MAIL, QUIT, ...): the session will not use TLS.
+    proceeds_without_tls: bool,
+    midstream: bool,
+}
+
+struct Flow {
+    first_ts: Nanos,
+    last_ts: Nanos,
+    client: (IpAddr, u16),
+    server: (IpAddr, u16),
+    /// Index 0: client → server, 1: server → client.
+    streams: [Stream; 2],
+    parse: Parse,
+    fins: u8,
+    rst: bool,
+    packets: u64,
+    bytes: u64,
+}
+
+const CLIENT: usize = 0;
+const SERVER: usize = 1;
+
+/// Remembers which certificates were emitted and queues new ones for the sink.
+struct CertRegistry {
+    known: HashSet<Fingerprint>,
+    max: usize,
+    fresh: Vec<CertificateRecord>,
+    parse_errors: u64,
+    resets: u64,
+}
+
+impl CertObserver for CertRegistry {
+    fn certificate(&mut self, der: &[u8]) -> Fingerprint {
+        let fp = Fingerprint::of(der);
+        if !self.known.contains(&fp) {
+            if self.known.len() >= self.max {
+                // Forgetting means a certificate may be emitted again, which a consumer
+                // deduplicating by sha256 tolerates; unbounded memory it would not.
+                self.known.clear();
+                self.resets += 1;
+            }
+            self.known.insert(fp);
+            let rec = CertificateRecord::from_der(der);
+            if rec.parse_error.is_some() {
+                self.parse_errors += 1;
+            }
+            self.fresh.push(rec);
+        }
+        fp
+    }
+}
+
+/// The offline/live pipeline from packets to records.
+pub struct Pipeline {
+    cfg: Config,
+    flows: HashMap<FlowKey, Slot>,
+    certs: CertRegistry,
+    pub stats: Stats,
+    /// Sessions by outcome, TLS version and client-certificate use, for the summary.
+    pub summary: record::Summary,
+    last_sweep: Nanos,
+    now: Nanos,
+}
+
+impl Pipeline {
+    pub fn new(cfg: Config) -> Pipeline {
+        let certs = CertRegistry {
+            known: HashSet::new(),
+            max: cfg.max_known_certs,
+            fresh: Vec::new(),
+            parse_errors: 0,
+            resets: 0,
+        };
+        Pipeline {
+            cfg,
+            flows: HashMap::new(),
+            certs,
+            stats: Stats::default(),
+            summary: record::Summary::default(),
+            last_sweep: Nanos::MIN,
+            now: Nanos::MIN,
+        }
+    }
+
+    /// Flows currently in the table (active and tombstones).
+    pub fn flows_in_table(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// One captured packet.
+    pub fn packet(&mut self, pkt: &Packet<'_>, sink: &mut dyn Sink) -> Result<(), SinkError> {
+        self.stats.packets += 1;
+        self.stats.bytes += u64::from(pkt.orig_len);
+        let seg = match decode(pkt.link, pkt.data) {
+            DecodeOutcome::Tcp(s) => s,
+            DecodeOutcome::NotTcp => {
+                self.stats.not_tcp += 1;
+                return Ok(());
+            }
+            DecodeOutcome::IpFragment => {
+                self.stats.ip_fragments += 1;
+                return Ok(());
+            }
+            DecodeOutcome::Malformed => {
+                self.stats.malformed += 1;
+                return Ok(());
+            }
+            DecodeOutcome::UnsupportedLink => {
+                self.stats.unsupported_link += 1;
+                return Ok(());
+            }
+        };
+        self.segment(pkt.ts, &seg, sink)
+    }
+
+    /// One decoded TCP segment (live backends that decode elsewhere enter here).
+    pub fn segment(
+        &mut self,
+        ts: Nanos,
+        seg: &TcpSegment<'_>,
+        sink: &mut dyn Sink,
+    ) -> Result<(), SinkError> {
+        self.stats.tcp_segments += 1;
+        if seg.truncated {
+            self.stats.truncated_segments += 1;
+        }
+        if !self.cfg.ports.contains(seg.sport) && !self.cfg.ports.contains(seg.dport) {
+            self.stats.other_ports += 1;
+            return Ok(());
+        }
+        if ts > self.now {
+            self.now = ts;
+        }
+        if self.now.saturating_sub(self.last_sweep) >= self.cfg.idle_timeout / 4 {
+            self.last_sweep = self.now;
+            self.sweep(sink)?;
+        }
+        let key = FlowKey::of(seg);
+        let flags = seg.flags;
+        let fresh_syn = flags.syn() && !flags.ack();
+        match self.flows.get_mut(&key) {
+            Some(Slot::Done { last_ts, fins }) => {
+                if fresh_syn && ts.saturating_sub(*last_ts) > 0 {
+                    // A new connection on the same 4-tuple (port reuse).
+                    self.flows.remove(&key);
+                    self.stats.flows_port_reused += 1;
+                } else {
+                    *last_ts = ts;
+                    if flags.fin() {
+                        *fins += 1;
+                    }
+                    if flags.rst() || *fins >= 2 {
+                        self.flows.remove(&key);
+                    }
+                    return Ok(());
+                }
+            }
+            // A SYN from the client after it already sent data is a new connection on the
+            // same 4-tuple (the old one ended unseen); a SYN before data is a retransmission.
+            Some(Slot::Active(flow))
+                if fresh_syn && seg.src == flow.client.0 && flow.streams[CLIENT].delivered > 0 =>
+            {
+                self.stats.flows_port_reused += 1;
+                if let Some(Slot::Active(old)) = self.flows.remove(&key) {
+                    self.finish_flow(old, sink)?;
+                }
+            }
+            Some(Slot::Active(_)) => {}
+            None => {}
+        }
+        if !self.flows.contains_key(&key) {
+            if !flags.syn() && seg.payload.is_empty() {
+                return Ok(());
+            }
+            if flags.rst() {
+                return Ok(());
+            }
+            if self.flows.len() >= self.cfg.max_flows {
+                self.stats.flows_dropped_table_full += 1;
+                return Ok(());
+            }
+            let flow = self.new_flow(ts, seg);
+            self.stats.flows += 1;
+            if flow.parse.midstream {
+                self.stats.flows_midstream += 1;
+            }
+            self.flows.insert(key, Slot::Active(flow));
+        }
+        let Some(Slot::Active(flow)) = self.flows.get_mut(&key) else {
+            return Ok(());
+        };
+        let ended = feed(flow, ts, seg, &mut self.certs, &self.cfg);
+        for rec in self.certs.fresh.drain(..) {
+            self.stats.certificates += 1;
+            sink.certificate(&rec)?;
+        }
+        if ended {
+            if let Some(Slot::Active(flow)) = self.flows.remove(&key) {
+                let fins = flow.fins;
+                let last_ts = flow.last_ts;
+                let closed = flow.rst || flow.fins >= 2;
+                self.finish_flow(flow, sink)?;
+                if !closed {
+                    self.flows.insert(key, Slot::Done { last_ts, fins });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn new_flow(&self, ts: Nanos, seg: &TcpSegment<'_>) -> Box<Flow> {
+        let src = (seg.src, seg.sport);
+        let dst = (seg.dst, seg.dport);
+        let (client, server, midstream) = if seg.flags.syn() {
+            if seg.flags.ack() {
+                (dst, src, false)
+            } else {
+                (src, dst, false)
+            }
+        } else {
+            // Start not captured: the side on a watched port is the server; when both are,
+            // the lower port (25 < 465 < 587 and ephemeral ports are high).
+            let s_watched = self.cfg.ports.contains(seg.sport);
+            let d_watched = self.cfg.ports.contains(seg.dport);
+            let src_is_server = match (s_watched, d_watched) {
+                (true, false) => true,
+                (false, true) => false,
+                _ => seg.sport < seg.dport,
+            };
+            if src_is_server {
+                (dst, src, true)
+            } else {
+                (src, dst, true)
+            }
+        };
+        let mut flow = Box::new(Flow {
+            first_ts: ts,
+            last_ts: ts,
+            client,
+            server,
+            streams: [Stream::default(), Stream::default()],
+            parse: Parse::default(),
+            fins: 0,
+            rst: false,
+            packets: 0,
+            bytes: 0,
+        });
+        flow.parse.midstream = midstream;
+        if midstream {
+            flow.parse.smtp.skip_greeting();
+        }
+        flow
+    }
+
+    /// Closes flows idle longer than the timeout.
+    fn sweep(&mut self, sink: &mut dyn Sink) -> Result<(), SinkError> {
+        let deadline = self.now.saturating_sub(self.cfg.idle_timeout);
+        let expired: Vec<FlowKey> = self
+            .flows
+            .iter()
+            .filter(|(_, s)| match s {
+                Slot::Active(f) => f.last_ts < deadline,
+                Slot::Done { last_ts, .. } => *last_ts < deadline,
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        self.finish_keys(expired, true, sink)
+    }
+
+    fn finish_keys(
+        &mut self,
+        mut keys: Vec<FlowKey>,
+        idle: bool,
+        sink: &mut dyn Sink,
+    ) -> Result<(), SinkError> {
+        let mut flows: Vec<Box<Flow>> = Vec::new();
+        for k in keys.drain(..) {
+            if let Some(Slot::Active(f)) = self.flows.remove(&k) {
+                flows.push(f);
+            }
+        }
+        // Deterministic output order whatever the hash table's order.
+        flows.sort_by_key(|f| (f.first_ts, f.client, f.server));
+        for f in flows {
+            if idle {
+                self.stats.flows_idle_expired += 1;
+            }
+            self.finish_flow(f, sink)?;
+        }
+        Ok(())
+    }
+
+    /// End of input: every flow still open becomes a record.
+    pub fn finish(&mut self, sink: &mut dyn Sink) -> Result<(), SinkError> {
+        let keys: Vec<FlowKey> = self.flows.keys().copied().collect();
+        self.finish_keys(keys, false, sink)?;
+        self.flows.clear();
+        self.stats.certificate_parse_errors = self.certs.parse_errors;
+        self.stats.known_certs_resets = self.certs.resets;
+        sink.flush()
+    }
+
+    fn finish_flow(&mut self, mut flow: Box<Flow>, sink: &mut dyn Sink) -> Result<(), SinkError> {
+        // Data still waiting behind a gap is parsed now, so a lost segment costs only what it
+        // covered.
+        for side in [CLIENT, SERVER] {
+            if flow.streams[side].has_pending() {
+                let Flow { streams, parse, .. } = &mut *flow;
+                let cfg = &self.cfg;
+                let certs = &mut self.certs;
+                streams[side].skip_gap(&mut |d| parse.deliver(side, d, certs, cfg));
+            }
+        }
+        for rec in self.certs.fresh.drain(..) {
+            self.stats.certificates += 1;
+            sink.certificate(&rec)?;
+        }
+        for s in &flow.streams {
+            self.stats.retransmissions += s.stats.retransmissions;
+            self.stats.conflicting_overlaps += s.stats.conflicting_overlaps;
+            self.stats.ooo_overflows += s.stats.ooo_overflows;
+            self.stats.gaps += s.stats.gaps;
+        }
+        let p = &flow.parse;
+        for d in &p.dirs {
+            self.stats.smtp_long_lines += d.lines.long_lines;
+        }
+        for d in [&p.tls.client, &p.tls.server] {
+            if d.invalid.is_some() {
+                self.stats.tls_invalid_directions += 1;
+            }
+        }
+        self.stats.tls_undecodable_messages += u64::from(p.tls.facts.undecodable_messages);
+        if flow
+            .streams
+            .iter()
+            .any(|s| s.delivered >= self.cfg.max_flow_bytes)
+        {
+            self.stats.flows_capped += 1;
+        }
+        let rec = self.record(&flow);
+        self.summary.add(&rec);
+        self.stats.sessions += 1;
+        sink.session(&rec)
+    }
+
+    fn record(&self, flow: &Flow) -> SessionRecord {
+        let p = &flow.parse;
+        let outcome = if p.tls.handshake_done() {
+            Outcome::Established
+        } else if p.tls.facts.alert.is_some_and(|(level, _)| level == 2) {
+            Outcome::Alert
+        } else if p.midstream {
+            Outcome::Incomplete
+        } else if !p.tls_started {
+            if p.smtp.facts.server_lines + p.smtp.facts.client_lines > 0 {
+                Outcome::NoTls
+            } else if flow.rst {
+                Outcome::Reset
+            } else if flow.fins > 0 {
+                Outcome::Closed
+            } else {
+                Outcome::Incomplete
+            }
+        } else if flow.rst {
+            Outcome::Reset
+        } else if flow.fins > 0 {
+            Outcome::Closed
+        } else {
+            Outcome::Incomplete
+        };
+        let direction = record::direction(&self.cfg.local_nets, flow.client.0, flow.server.0);
+        SessionRecord::build(record::SessionParts {
+            first_ts: flow.first_ts,
+            last_ts: flow.last_ts,
+            session_id: session_id(flow.first_ts, flow.client, flow.server),
+            client: flow.client,
+            server: flow.server,
+            direction,
+            smtp: &p.smtp.facts,
+            implicit_tls: p.implicit_tls,
+            tls: &p.tls.facts,
+            outcome,
+            midstream: p.midstream,
+            packets: flow.packets,
+            bytes: flow.bytes,
+        })
+    }
+}
+
+/// Stable session identifier: the same capture always yields the same ids, so re-reading a
+/// file into ClickHouse replaces rows instead of duplicating them.
+fn session_id(ts: Nanos, client: (IpAddr, u16), server: (IpAddr, u16)) -> String {
+    let mut h = Sha256::new();
+    h.update(ts.to_be_bytes());
+    for (ip, port) in [client, server] {
+        match ip {
+            IpAddr::V4(a) => h.update(a.octets()),
+            IpAddr::V6(a) => h.update(a.octets()),
+        }
+        h.update(port.to_be_bytes());
+    }
+    let d = h.finalize();
+    d[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Feeds one segment to its flow. Returns true when the flow's outcome is known.
+fn feed(
+    flow: &mut Flow,
+    ts: Nanos,
+    seg: &TcpSegment<'_>,
+    certs: &mut CertRegistry,
+    cfg: &Config,
+) -> bool {
+    flow.last_ts = ts;
+    flow.packets += 1;
+    flow.bytes += seg.payload.len() as u64;
+    let side = if (seg.src, seg.sport) == flow.client {
+        CLIENT
+    } else {
+        SERVER
+    };
+    let flags = seg.flags;
+    if flags.syn() {
+        flow.streams[side].syn(seg.seq);
+    }
+    if !seg.payload.is_empty() {
+        if flow.streams[side].delivered >= cfg.max_flow_bytes {
+            return true;
+        }
+        let Flow { streams, parse, .. } = flow;
+        streams[side].segment(seg.seq, seg.payload, &mut |d| {
+            parse.deliver(side, d, certs, cfg)
+        });
+    }
+    if flags.fin() && !flow.streams[side].fin_seen {
+        flow.streams[side].fin_seen = true;
+        flow.fins += 1;
+    }
+    if flags.rst() {
+        flow.rst = true;
+    }
+    let p = &flow.parse;
+    p.tls.handshake_done()
+        || p.proceeds_without_tls
+        || p.tls.facts.alert.is_some_and(|(level, _)| level == 2)
+        || (p.midstream
+            && p.tls.facts.version.is_none()
+            && p.tls.client.app_data_records + p.tls.server.app_data_records > 0)
+        || p.dirs.iter().all(|d| d.mode == Mode::Ignore)
+        || flow.rst
+        || flow.fins >= 2
+        || flow.streams[side].delivered >= cfg.max_flow_bytes
+}
+
+impl Parse {
+    fn deliver(&mut self, side: usize, d: Delivery<'_>, certs: &mut CertRegistry, cfg: &Config) {
+        let _ = cfg;
+        let data = match d {
+            Delivery::Data(b) => b,
+            Delivery::Gap => {
+                // Lost bytes: a TLS direction cannot find its record boundary again; SMTP
+                // resynchronises at the next line.
+                let dir = &mut self.dirs[side];
+                dir.pending.clear();
+                match dir.mode {
+                    Mode::Tls => dir.mode = Mode::Ignore,
+                    Mode::Smtp => dir.lines.skipping = true,
+                    Mode::Ignore => {}
+                }
+                return;
+            }
+        };
+        if self.dirs[side].mode == Mode::Ignore {
+            return;
+        }
+        if self.dirs[side].pending.is_empty() {
+            // Fast path: parse straight from the packet, keep only an unfinished tail.
+            let n = self.parse(side, data, certs);
+            if n < data.len() && self.dirs[side].mode != Mode::Ignore {
+                self.dirs[side].pending.extend_from_slice(&data[n..]);
+            }
+        } else {
+            let mut buf = std::mem::take(&mut self.dirs[side].pending);
+            buf.extend_from_slice(data);
+            let n = self.parse(side, &buf, certs);
+            buf.drain(..n);
+            if self.dirs[side].mode == Mode::Ignore {
+                buf.clear();
+            }
+            self.dirs[side].pending = buf;
+        }
+    }
+
+    /// Parses as much of `buf` as forms complete lines/records; returns bytes used.
+    fn parse(&mut self, side: usize, buf: &[u8], certs: &mut CertRegistry) -> usize {
+        let mut used = 0;
+        loop {
+            let rest = &buf[used..];
+            if rest.is_empty() || self.proceeds_without_tls {
+                return used;
+            }
+            match self.dirs[side].mode {
+                Mode::Ignore => return buf.len(),
+                Mode::Tls => {
+                    let tside = if side == CLIENT {
+                        Side::Client
+                    } else {
+                        Side::Server
+                    };
+                    let n = self.tls.feed(tside, rest, certs);
+                    let dir = if side == CLIENT {
+                        &self.tls.client
+                    } else {
+                        &self.tls.server
+                    };
+                    if dir.invalid.is_some() {
+                        self.dirs[side].mode = Mode::Ignore;
+                        return buf.len();
+                    }
+                    return used + n;
+                }
+                Mode::Smtp => {
+                    if !self.dirs[side].lines.skipping {
+                        match looks_like_tls(rest) {
+                            None => return used,
+                            Some(true) => {
+                                self.dirs[side].mode = Mode::Tls;
+                                if !self.tls_started && side == CLIENT {
+                                    self.implicit_tls = self.dirs[side].at_start
+                                        && self.smtp.facts.server_lines == 0
+                                        && !self.midstream;
+                                }
+                                self.tls_started = true;
+                                self.dirs[side].at_start = false;
+                                continue;
+                            }
+                            Some(false) => {}
+                        }
+                    }
+                    self.dirs[side].at_start = false;
+                    match self.dirs[side].lines.next_line(rest) {
+                        Line::NeedMore => return used,
+                        Line::Skipped(n) => used += n,
+                        Line::Complete(line, n) => {
+                            used += n;
+                            if side == CLIENT {
+                                if self.smtp.client_line(line) == ClientEvent::ProceedsWithoutTls {
+                                    self.proceeds_without_tls = true;
+                                }
+                            } else {
+                                self.smtp.server_line(line);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Chores for mxcert: installing system dependencies, the whole test suite, the demo, fixture
+//! regeneration and benchmarks. Run as `cargo xtask <command>` (alias in .cargo/config.toml).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  setup    install what the build and tests need (apt packages when missing)
+  test     the whole test suite: setup, cargo fmt --check, clippy -D warnings, cargo test
+  demo     read the shipped sample captures (pcaps/) and print the summary and records path
+  pcaps    regenerate the fixture captures in pcaps/ with real Postfix/Exim/swaks (root, ~3 min)
+  bench    throughput and memory figures of `mxcert read` on synthetic captures";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = repo_root();
+    match args.first().map(String::as_str) {
+        Some("setup") => setup(),
+        Some("test") => test(&root),
+        Some("demo") => demo(&root),
+        Some("pcaps") => run(Command::new("bash").arg(root.join("pcaps/make.sh"))),
+        Some("bench") => bench(&root, &args[1..]),
+        Some("-h") | Some("--help") | None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => bail!("unknown command {other:?}\n{USAGE}"),
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits in the repository")
+        .to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: running {cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// Installs missing tools. The offline pipeline needs none beyond the Rust toolchain (captures
+/// are read by mxcert's own pcap/pcapng reader); the components later issues need (libpcap,
+/// ClickHouse, bpf-linker) are added here as they arrive.
+fn setup() -> Result<()> {
+    let components = Command::new("rustup")
+        .args(["component", "list", "--installed"])
+        .output();
+    if let Ok(out) = components {
+        let list = String::from_utf8_lossy(&out.stdout);
+        for c in ["rustfmt", "clippy"] {
+            if !list.lines().any(|l| l.starts_with(c)) {
+                run(Command::new("rustup").args(["component", "add", c]))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn test(root: &Path) -> Result<()> {
+    setup()?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(Command::new(&cargo)
+        .current_dir(root)
+        .args(["fmt", "--all", "--", "--check"]))?;
+    run(Command::new(&cargo).current_dir(root).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(Command::new(&cargo)
+        .current_dir(root)
+        .args(["test", "--workspace", "--all-targets"]))?;
+    Ok(())
+}
+
+fn demo(root: &Path) -> Result<()> {
+    setup()?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(Command::new(&cargo)
+        .current_dir(root)
+        .args(["build", "--release", "-p", "mxcert"]))?;
+    let mut captures: Vec<PathBuf> = std::fs::read_dir(root.join("pcaps"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng"))
+        .collect();
+    captures.sort();
+    if captures.is_empty() {
+        bail!("no captures in pcaps/: run `cargo xtask pcaps` to make them");
+    }
+    let out = root.join("mxcert-out/records.jsonl");
+    run(Command::new(root.join("target/release/mxcert"))
+        .arg("read")
+        .args(&captures)
+        .args(["--local-net", "198.18.0.1/32", "--out"])
+        .arg(&out))?;
+    println!("records: {}", out.display());
+    Ok(())
+}
+
+fn bench(root: &Path, args: &[String]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(Command::new(&cargo)
+        .current_dir(root)
+        .args([
+            "run",
+            "--release",
+            "-p",
+            "mxcert",
+            "--example",
+            "bench",
+            "--",
+        ])
+        .args(args))
+}
