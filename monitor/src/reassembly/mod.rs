@@ -9,8 +9,10 @@
 
 /// Bytes a direction may hold out of order before the gap is declared lost.
 pub const MAX_OOO_BYTES: usize = 64 * 1024;
-/// Segments a direction may hold out of order.
-pub const MAX_OOO_SEGMENTS: usize = 64;
+/// Separate out-of-order islands a direction may hold (adjacent segments are merged, so this
+/// bounds the insertion cost of a peer sending tiny segments in a scrambled order, not the
+/// number of segments).
+pub const MAX_OOO_SEGMENTS: usize = 2048;
 /// Delivered bytes kept to compare retransmissions against (one MSS-sized segment plus slack).
 pub const TAIL_BYTES: usize = 2048;
 
@@ -60,7 +62,8 @@ pub struct Stream {
     /// Sequence number of `tail[0]`.
     tail_seq: u32,
     pub syn_seen: bool,
-    pub fin_seen: bool,
+    /// Sequence number just past the FIN (the FIN occupies one sequence number).
+    fin_at: Option<u32>,
     pub stats: StreamStats,
     /// Bytes delivered so far (for the per-flow cap).
     pub delivered: u64,
@@ -73,6 +76,23 @@ impl Stream {
         if self.next.is_none() {
             self.next = Some(isn.wrapping_add(1));
             self.tail_seq = isn.wrapping_add(1);
+        }
+    }
+
+    /// Registers a FIN carried by a segment of `len` payload bytes at `seq`.
+    pub fn fin(&mut self, seq: u32, len: usize) {
+        self.fin_at = Some(seq.wrapping_add(len as u32));
+        if self.next.is_none() {
+            self.next = Some(seq);
+        }
+    }
+
+    /// The FIN was seen and every byte before it was delivered: this direction is finished.
+    /// (A FIN that overtakes data still in flight does not end the direction early.)
+    pub fn fin_reached(&self) -> bool {
+        match (self.fin_at, self.next) {
+            (Some(f), Some(n)) => !seq_lt(n, f),
+            _ => false,
         }
     }
 
@@ -234,7 +254,31 @@ impl Stream {
             return;
         }
         self.ooo_bytes += data.len();
-        self.ooo.insert(at, (seq, data.to_vec()));
+        let end = seq.wrapping_add(data.len() as u32);
+        // Merge with the island before and/or after when contiguous, so in-order runs of
+        // small segments stay one buffer.
+        let joins_prev = at > 0 && {
+            let (ps, ref pb) = self.ooo[at - 1];
+            ps.wrapping_add(pb.len() as u32) == seq
+        };
+        let joins_next = at < self.ooo.len() && self.ooo[at].0 == end;
+        match (joins_prev, joins_next) {
+            (true, true) => {
+                let (_, next) = self.ooo.remove(at);
+                let prev = &mut self.ooo[at - 1].1;
+                prev.extend_from_slice(data);
+                prev.extend_from_slice(&next);
+            }
+            (true, false) => self.ooo[at - 1].1.extend_from_slice(data),
+            (false, true) => {
+                let next = &mut self.ooo[at];
+                let mut buf = Vec::with_capacity(data.len() + next.1.len());
+                buf.extend_from_slice(data);
+                buf.extend_from_slice(&next.1);
+                *next = (seq, buf);
+            }
+            (false, false) => self.ooo.insert(at, (seq, data.to_vec())),
+        }
     }
 
     fn drain_ooo(&mut self, deliver: &mut dyn FnMut(Delivery<'_>)) {
@@ -346,7 +390,7 @@ mod tests {
         s.syn(0);
         let big = vec![7u8; 1000];
         let mut segs = Vec::new();
-        // Byte 1 never arrives; 70 segments wait behind it.
+        // Byte 1 never arrives; 70 KB waits behind it (contiguous: one merged island).
         for i in 0..70u32 {
             segs.push((2 + i * 1000, big.as_slice()));
         }
@@ -354,7 +398,26 @@ mod tests {
         assert_eq!(gaps, 1);
         assert_eq!(s.stats.ooo_overflows, 1);
         assert!(out.len() >= 64 * 1000);
-        assert!(s.ooo.len() <= MAX_OOO_SEGMENTS);
+        assert!(s.ooo_bytes <= MAX_OOO_BYTES);
+    }
+
+    #[test]
+    fn scrambled_tiny_segments_merge_and_deliver_everything() {
+        let mut s = Stream::default();
+        s.syn(0);
+        let data: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        // Every odd byte first, then every even byte: 1500 islands at the peak.
+        let mut segs: Vec<(u32, &[u8])> = Vec::new();
+        for i in (1..data.len()).step_by(2) {
+            segs.push((1 + i as u32, &data[i..i + 1]));
+        }
+        for i in (0..data.len()).step_by(2) {
+            segs.push((1 + i as u32, &data[i..i + 1]));
+        }
+        let (out, gaps) = collect(&mut s, &segs);
+        assert_eq!(gaps, 0);
+        assert_eq!(out, data);
+        assert!(s.ooo.is_empty());
     }
 
     #[test]

@@ -132,10 +132,12 @@ impl FlowKey {
 
 enum Slot {
     Active(Box<Flow>),
-    /// Outcome known and record emitted: only FIN/RST and the timeout matter now.
+    /// Outcome known and record emitted: only a new SYN on the 4-tuple and the timeout matter
+    /// now. Kept after FIN/RST for a short linger (like TIME_WAIT), so late retransmissions do
+    /// not start a bogus midstream flow.
     Done {
         last_ts: Nanos,
-        fins: u8,
+        closed: bool,
     },
 }
 
@@ -195,6 +197,10 @@ struct Flow {
     packets: u64,
     bytes: u64,
 }
+
+/// How long a closed flow's tombstone outlives its last packet (TCP's TIME_WAIT is 2×MSL; a
+/// minute covers late retransmissions on any real path).
+const CLOSED_LINGER: Nanos = 60 * 1_000_000_000;
 
 const CLIENT: usize = 0;
 const SERVER: usize = 1;
@@ -318,19 +324,14 @@ impl Pipeline {
         let flags = seg.flags;
         let fresh_syn = flags.syn() && !flags.ack();
         match self.flows.get_mut(&key) {
-            Some(Slot::Done { last_ts, fins }) => {
-                if fresh_syn && ts.saturating_sub(*last_ts) > 0 {
+            Some(Slot::Done { last_ts, closed }) => {
+                if fresh_syn && ts > *last_ts {
                     // A new connection on the same 4-tuple (port reuse).
                     self.flows.remove(&key);
                     self.stats.flows_port_reused += 1;
                 } else {
                     *last_ts = ts;
-                    if flags.fin() {
-                        *fins += 1;
-                    }
-                    if flags.rst() || *fins >= 2 {
-                        self.flows.remove(&key);
-                    }
+                    *closed |= flags.fin() || flags.rst();
                     return Ok(());
                 }
             }
@@ -375,13 +376,10 @@ impl Pipeline {
         }
         if ended {
             if let Some(Slot::Active(flow)) = self.flows.remove(&key) {
-                let fins = flow.fins;
                 let last_ts = flow.last_ts;
                 let closed = flow.rst || flow.fins >= 2;
                 self.finish_flow(flow, sink)?;
-                if !closed {
-                    self.flows.insert(key, Slot::Done { last_ts, fins });
-                }
+                self.flows.insert(key, Slot::Done { last_ts, closed });
             }
         }
         Ok(())
@@ -434,13 +432,18 @@ impl Pipeline {
     /// Closes flows idle longer than the timeout.
     fn sweep(&mut self, sink: &mut dyn Sink) -> Result<(), SinkError> {
         let deadline = self.now.saturating_sub(self.cfg.idle_timeout);
+        let linger = self
+            .now
+            .saturating_sub(CLOSED_LINGER.min(self.cfg.idle_timeout));
+        // Tombstones go silently; active flows become records.
+        self.flows.retain(|_, s| match s {
+            Slot::Done { last_ts, closed } => *last_ts >= if *closed { linger } else { deadline },
+            Slot::Active(_) => true,
+        });
         let expired: Vec<FlowKey> = self
             .flows
             .iter()
-            .filter(|(_, s)| match s {
-                Slot::Active(f) => f.last_ts < deadline,
-                Slot::Done { last_ts, .. } => *last_ts < deadline,
-            })
+            .filter(|(_, s)| matches!(s, Slot::Active(f) if f.last_ts < deadline))
             .map(|(k, _)| *k)
             .collect();
         self.finish_keys(expired, true, sink)
@@ -612,10 +615,10 @@ fn feed(
             parse.deliver(side, d, certs, cfg)
         });
     }
-    if flags.fin() && !flow.streams[side].fin_seen {
-        flow.streams[side].fin_seen = true;
-        flow.fins += 1;
+    if flags.fin() {
+        flow.streams[side].fin(seg.seq, seg.payload.len());
     }
+    flow.fins = flow.streams.iter().filter(|s| s.fin_reached()).count() as u8;
     if flags.rst() {
         flow.rst = true;
     }

@@ -71,7 +71,9 @@ impl Smtp {
         self.facts.client_lines += 1;
         let (verb, arg) = split_verb(line);
         if verb.eq_ignore_ascii_case(b"EHLO") || verb.eq_ignore_ascii_case(b"HELO") {
-            self.ehlo_sent = true;
+            // Only an EHLO reply lists extensions (RFC 5321 §4.1.1.1); after HELO whether
+            // STARTTLS would have been offered is unknown.
+            self.ehlo_sent |= verb.eq_ignore_ascii_case(b"EHLO");
             if self.facts.ehlo.is_none() {
                 let name = first_token(arg);
                 self.facts.ehlo = Some(printable(name));
@@ -295,6 +297,13 @@ mod tests {
             ClientEvent::ProceedsWithoutTls
         );
         assert_eq!(s.client_line(b"quit"), ClientEvent::ProceedsWithoutTls);
+    }
+
+    #[test]
+    fn helo_reply_says_nothing_about_starttls() {
+        let s = dialogue(&[("S", "220 mx ESMTP"), ("C", "HELO c"), ("S", "250 mx")]);
+        assert_eq!(s.facts.ehlo.as_deref(), Some("c"));
+        assert_eq!(s.facts.starttls_offered, None);
     }
 
     #[test]
