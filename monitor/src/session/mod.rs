@@ -740,3 +740,182 @@ impl Parse {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::TcpFlags;
+    use crate::sink::VecSink;
+
+    const SEC: Nanos = 1_000_000_000;
+
+    fn seg<'a>(client: bool, port: u16, seq: u32, flags: u8, payload: &'a [u8]) -> TcpSegment<'a> {
+        let c: IpAddr = "198.18.0.2".parse().unwrap();
+        let s: IpAddr = "198.18.0.1".parse().unwrap();
+        let (src, dst, sport, dport) = if client {
+            (c, s, port, 25)
+        } else {
+            (s, c, 25, port)
+        };
+        TcpSegment {
+            src,
+            dst,
+            sport,
+            dport,
+            seq,
+            ack: 0,
+            flags: TcpFlags(flags),
+            payload,
+            truncated: false,
+        }
+    }
+
+    /// Greeting, EHLO, a 250 reply without STARTTLS, then MAIL: decided `no_tls` at MAIL.
+    fn plaintext_session(p: &mut Pipeline, sink: &mut VecSink, port: u16, t0: Nanos) {
+        let steps: [(bool, u32, &[u8]); 4] = [
+            (false, 1, b"220 mx.example ESMTP\r\n"),
+            (true, 1, b"EHLO c.example\r\n"),
+            (false, 23, b"250 mx.example\r\n"),
+            (true, 17, b"MAIL FROM:<a@c.example>\r\n"),
+        ];
+        p.segment(t0, &seg(true, port, 0, TcpFlags::SYN, b""), sink)
+            .unwrap();
+        p.segment(
+            t0,
+            &seg(false, port, 0, TcpFlags::SYN | TcpFlags::ACK, b""),
+            sink,
+        )
+        .unwrap();
+        for (i, (client, seq, data)) in steps.iter().enumerate() {
+            let s = seg(*client, port, *seq, TcpFlags::ACK, data);
+            p.segment(t0 + i as Nanos, &s, sink).unwrap();
+        }
+    }
+
+    #[test]
+    fn plaintext_session_is_decided_at_the_first_transaction_command() {
+        let mut p = Pipeline::new(Config::default());
+        let mut sink = VecSink::default();
+        plaintext_session(&mut p, &mut sink, 40000, SEC);
+        // Recorded before the connection even closes, and the flow is a tombstone now.
+        assert_eq!(sink.sessions.len(), 1);
+        let r = &sink.sessions[0];
+        assert_eq!(r.outcome, Outcome::NoTls);
+        assert_eq!(r.smtp.starttls_offered, Some(false));
+        assert_eq!(r.smtp.banner_host.as_deref(), Some("mx.example"));
+        assert!(matches!(p.flows.values().next(), Some(Slot::Done { .. })));
+        // Mail content after that is never parsed: a DATA body line starting like TLS or like
+        // STARTTLS changes nothing.
+        p.segment(
+            2 * SEC,
+            &seg(true, 40000, 42, TcpFlags::ACK, b"STARTTLS\r\n"),
+            &mut sink,
+        )
+        .unwrap();
+        p.finish(&mut sink).unwrap();
+        assert_eq!(sink.sessions.len(), 1);
+    }
+
+    #[test]
+    fn flow_table_bound_is_counted() {
+        let cfg = Config {
+            max_flows: 2,
+            ..Config::default()
+        };
+        let mut p = Pipeline::new(cfg);
+        let mut sink = VecSink::default();
+        for port in 40000..40005 {
+            p.segment(SEC, &seg(true, port, 0, TcpFlags::SYN, b""), &mut sink)
+                .unwrap();
+        }
+        assert_eq!(p.flows_in_table(), 2);
+        assert_eq!(p.stats.flows_dropped_table_full, 3);
+    }
+
+    #[test]
+    fn idle_flows_expire_into_records() {
+        let mut p = Pipeline::new(Config::default());
+        let mut sink = VecSink::default();
+        p.segment(SEC, &seg(true, 40000, 0, TcpFlags::SYN, b""), &mut sink)
+            .unwrap();
+        p.segment(
+            SEC,
+            &seg(false, 40000, 0, TcpFlags::SYN | TcpFlags::ACK, b""),
+            &mut sink,
+        )
+        .unwrap();
+        p.segment(
+            SEC,
+            &seg(false, 40000, 1, TcpFlags::ACK, b"220 mx\r\n"),
+            &mut sink,
+        )
+        .unwrap();
+        // Another flow 10 minutes later triggers the sweep.
+        p.segment(
+            601 * SEC,
+            &seg(true, 40001, 0, TcpFlags::SYN, b""),
+            &mut sink,
+        )
+        .unwrap();
+        assert_eq!(p.stats.flows_idle_expired, 1);
+        assert_eq!(sink.sessions.len(), 1);
+        assert_eq!(sink.sessions[0].client_port, 40000);
+        assert_eq!(sink.sessions[0].outcome, Outcome::NoTls);
+    }
+
+    #[test]
+    fn per_flow_byte_cap_gives_up_and_counts() {
+        let cfg = Config {
+            max_flow_bytes: 1000,
+            ..Config::default()
+        };
+        let mut p = Pipeline::new(cfg);
+        let mut sink = VecSink::default();
+        p.segment(SEC, &seg(true, 40000, 0, TcpFlags::SYN, b""), &mut sink)
+            .unwrap();
+        // A server that sends endless text without ever finishing a line.
+        let junk = [b'x'; 600];
+        for i in 0..5u32 {
+            p.segment(
+                SEC,
+                &seg(false, 40000, 1 + i * 600, TcpFlags::ACK, &junk),
+                &mut sink,
+            )
+            .unwrap();
+        }
+        assert_eq!(sink.sessions.len(), 1);
+        assert_eq!(p.stats.flows_capped, 1);
+    }
+
+    #[test]
+    fn port_reuse_after_close_starts_a_new_session() {
+        let mut p = Pipeline::new(Config::default());
+        let mut sink = VecSink::default();
+        plaintext_session(&mut p, &mut sink, 40000, SEC);
+        plaintext_session(&mut p, &mut sink, 40000, 5 * SEC);
+        p.finish(&mut sink).unwrap();
+        assert_eq!(sink.sessions.len(), 2);
+        assert_eq!(p.stats.flows_port_reused, 1);
+        assert_ne!(sink.sessions[0].session_id, sink.sessions[1].session_id);
+    }
+
+    #[test]
+    fn midstream_flow_without_recognisable_start_is_incomplete() {
+        let mut p = Pipeline::new(Config::default());
+        let mut sink = VecSink::default();
+        // Encrypted application data of a session whose handshake was not captured.
+        let rec = [23u8, 3, 3, 0, 4, 1, 2, 3, 4];
+        p.segment(
+            SEC,
+            &seg(false, 40000, 7777, TcpFlags::ACK, &rec),
+            &mut sink,
+        )
+        .unwrap();
+        p.finish(&mut sink).unwrap();
+        assert_eq!(p.stats.flows_midstream, 1);
+        assert_eq!(sink.sessions.len(), 1);
+        assert!(sink.sessions[0].midstream);
+        assert_eq!(sink.sessions[0].outcome, Outcome::Incomplete);
+        assert_eq!(sink.sessions[0].server_port, 25);
+    }
+}
