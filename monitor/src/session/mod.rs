@@ -245,6 +245,8 @@ pub struct Pipeline {
     pub summary: record::Summary,
     last_sweep: Nanos,
     now: Nanos,
+    /// A forward time jump larger than the idle timeout waiting for confirmation.
+    jump: Option<Nanos>,
 }
 
 impl Pipeline {
@@ -264,6 +266,27 @@ impl Pipeline {
             summary: record::Summary::default(),
             last_sweep: Nanos::MIN,
             now: Nanos::MIN,
+            jump: None,
+        }
+    }
+
+    /// Advances the flow table's clock (which drives idle expiry). Captures sometimes hold a
+    /// packet with a wild timestamp (one SYN-ACK dated 2063 in a 2015 capture is in the public
+    /// corpus); believing it would expire every open flow. A jump forward by more than the idle
+    /// timeout is taken only when the next packet confirms it. Records keep each packet's own
+    /// time either way.
+    fn clock(&mut self, ts: Nanos) {
+        if self.now == Nanos::MIN || (ts > self.now && ts - self.now <= self.cfg.idle_timeout) {
+            self.now = ts;
+            self.jump = None;
+        } else if ts > self.now {
+            match self.jump {
+                Some(j) if (ts - j).abs() <= self.cfg.idle_timeout => {
+                    self.now = ts;
+                    self.jump = None;
+                }
+                _ => self.jump = Some(ts),
+            }
         }
     }
 
@@ -313,9 +336,7 @@ impl Pipeline {
             self.stats.other_ports += 1;
             return Ok(());
         }
-        if ts > self.now {
-            self.now = ts;
-        }
+        self.clock(ts);
         if self.now.saturating_sub(self.last_sweep) >= self.cfg.idle_timeout / 4 {
             self.last_sweep = self.now;
             self.sweep(sink)?;
@@ -605,6 +626,11 @@ fn feed(
     let flags = seg.flags;
     if flags.syn() {
         flow.streams[side].syn(seg.seq);
+        if flags.ack() {
+            // The SYN-ACK acknowledges the client's ISN: the client's stream starts there even
+            // when its SYN was not captured.
+            flow.streams[CLIENT].syn(seg.ack.wrapping_sub(1));
+        }
     }
     if !seg.payload.is_empty() {
         if flow.streams[side].delivered >= cfg.max_flow_bytes {
@@ -850,10 +876,19 @@ mod tests {
             &mut sink,
         )
         .unwrap();
-        // Another flow 10 minutes later triggers the sweep.
+        // One packet 10 minutes later is not believed on its own (a wild timestamp must not
+        // expire every flow) ...
         p.segment(
             601 * SEC,
             &seg(true, 40001, 0, TcpFlags::SYN, b""),
+            &mut sink,
+        )
+        .unwrap();
+        assert_eq!(p.stats.flows_idle_expired, 0);
+        // ... a second one confirms the clock and the sweep closes the idle flow.
+        p.segment(
+            602 * SEC,
+            &seg(true, 40002, 0, TcpFlags::SYN, b""),
             &mut sink,
         )
         .unwrap();
