@@ -5,6 +5,7 @@
 //! parses the command line and wires them; this library exposes them to tests and benches.
 
 pub mod capture;
+pub mod classify;
 pub mod reassembly;
 pub mod session;
 pub mod sink;
