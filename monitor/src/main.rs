@@ -9,6 +9,9 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use mxcert::capture::{CaptureError, FileReader};
+use mxcert::classify::policy::{Policy, PolicyError};
+use mxcert::classify::validate::TrustStore;
+use mxcert::classify::{Classifier, ClassifyConfig};
 use mxcert::session::{Config, Pipeline, PortSet};
 use mxcert::sink::JsonlSink;
 
@@ -26,8 +29,22 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Read pcap/pcapng capture files and write session and certificate records.
-    Read(ReadArgs),
+    /// Read pcap/pcapng capture files and write session, certificate and finding records.
+    Read(Box<ReadArgs>),
+    /// Work with policy files.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// Validate a policy file and print its scenarios (exit 2 when it is invalid).
+    Check {
+        /// Policy file (TOML); see policy/default.toml in the repository.
+        file: PathBuf,
+    },
+    /// Print the built-in default policy (a starting point for your own).
+    Default,
 }
 
 #[derive(Args, Debug)]
@@ -39,6 +56,112 @@ struct ReadArgs {
 
     #[command(flatten)]
     common: CommonArgs,
+
+    #[command(flatten)]
+    classify: ClassifyArgs,
+}
+
+#[derive(Args, Debug)]
+struct ClassifyArgs {
+    /// Policy file grouping rules into scenarios [default: the built-in policy, see `mxcert
+    /// policy default`].
+    #[arg(long, value_name = "FILE", env = "MXCERT_POLICY")]
+    policy: Option<PathBuf>,
+
+    /// Validation time (RFC 3339 or YYYY-MM-DD, UTC), to assess a future or past date
+    /// [default: each session's own start time].
+    #[arg(long, value_name = "TIME", value_parser = parse_at)]
+    at: Option<i64>,
+
+    /// Extra trust anchors (PEM files of private CA certificates), added to Mozilla's roots.
+    #[arg(long = "trust-anchors", value_name = "PEM", value_delimiter = ',')]
+    trust_anchors: Vec<PathBuf>,
+
+    /// Trust only the --trust-anchors, not Mozilla's roots (for private mail networks).
+    #[arg(long)]
+    no_public_roots: bool,
+
+    /// Expected server name for an address (`IP=NAME`, repeatable), used when a session has
+    /// neither SNI nor a usable banner host.
+    #[arg(long = "mx-name", value_name = "IP=NAME", value_parser = parse_mx_name)]
+    mx_name: Vec<(std::net::IpAddr, String)>,
+
+    /// Hosts-style file of expected server names (`IP NAME` per line, # comments).
+    #[arg(long = "mx-names", value_name = "FILE")]
+    mx_names: Option<PathBuf>,
+
+    /// Emit passing findings too (default: fail, warn and unknown only).
+    #[arg(long)]
+    all_findings: bool,
+
+    /// Do not classify: sessions and certificates only.
+    #[arg(long)]
+    no_findings: bool,
+}
+
+fn parse_at(s: &str) -> Result<i64, String> {
+    mxcert::classify::policy::parse_date(s)
+        .ok_or_else(|| format!("{s:?} is not a UTC time; write 2026-12-01 or 2026-12-01T00:00:00Z"))
+}
+
+fn parse_mx_name(s: &str) -> Result<(std::net::IpAddr, String), String> {
+    let (ip, name) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: write IP=NAME, e.g. 198.51.100.7=mx.example.net"))?;
+    let ip = ip
+        .trim()
+        .parse()
+        .map_err(|_| format!("{ip:?} is not an IP address"))?;
+    Ok((ip, name.trim().to_string()))
+}
+
+fn classifier(args: &ClassifyArgs) -> anyhow::Result<Option<Classifier>> {
+    if args.no_findings {
+        return Ok(None);
+    }
+    let policy = match &args.policy {
+        Some(p) => Policy::load(p)?,
+        None => Policy::default_policy(),
+    };
+    let mut trust = if args.no_public_roots {
+        if args.trust_anchors.is_empty() {
+            anyhow::bail!("--no-public-roots needs at least one --trust-anchors PEM file");
+        }
+        TrustStore::empty()
+    } else {
+        TrustStore::mozilla()
+    };
+    for pem in &args.trust_anchors {
+        trust.add_pem_file(pem)?;
+    }
+    let mut mx_names: std::collections::HashMap<std::net::IpAddr, String> =
+        std::collections::HashMap::new();
+    if let Some(file) = &args.mx_names {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read --mx-names file {}", file.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let mut parts = line.split_whitespace();
+            let (Some(ip), Some(name)) = (parts.next(), parts.next()) else {
+                anyhow::bail!("{}:{}: expected `IP NAME`", file.display(), n + 1);
+            };
+            let ip = ip.parse().with_context(|| {
+                format!("{}:{}: {ip:?} is not an IP address", file.display(), n + 1)
+            })?;
+            mx_names.insert(ip, name.to_string());
+        }
+    }
+    mx_names.extend(args.mx_name.iter().cloned());
+    Ok(Some(Classifier::new(ClassifyConfig {
+        policy,
+        trust,
+        at: args.at,
+        mx_names,
+        all_findings: args.all_findings,
+    })))
 }
 
 #[derive(Args, Debug)]
@@ -107,15 +230,45 @@ enum Progress {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Read(args) => match read(args) {
+        Command::Read(args) => match read(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("mxcert: error: {e:#}");
-                if e.downcast_ref::<CaptureError>().is_some() {
+                if e.downcast_ref::<CaptureError>().is_some()
+                    || e.downcast_ref::<PolicyError>().is_some()
+                {
                     ExitCode::from(2)
                 } else {
                     ExitCode::from(1)
                 }
+            }
+        },
+        Command::Policy(PolicyCommand::Default) => {
+            print!("{}", mxcert::classify::policy::DEFAULT_POLICY);
+            ExitCode::SUCCESS
+        }
+        Command::Policy(PolicyCommand::Check { file }) => match Policy::load(&file) {
+            Ok(p) => {
+                println!("{}: valid", file.display());
+                println!(
+                    "  expires_soon_days {}, default clientAuth cutoff {}, {} issuer cutoff(s)",
+                    p.expires_soon_days,
+                    mxcert::timefmt::rfc3339_ms(p.client_auth_cutoff * 1_000_000_000),
+                    p.issuer_cutoffs.len()
+                );
+                for sc in &p.scenarios {
+                    let dirs = if sc.directions.is_empty() {
+                        "all sessions".to_string()
+                    } else {
+                        format!("{} (+ unknown)", sc.directions.join(", "))
+                    };
+                    println!("  scenario {} [{dirs}]: {}", sc.name, sc.rules.join(", "));
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("mxcert: error: {e}");
+                ExitCode::from(2)
             }
         },
     }
@@ -137,8 +290,9 @@ fn read(args: ReadArgs) -> anyhow::Result<()> {
     for f in &args.files {
         readers.push(FileReader::open(f)?);
     }
+    let classifier = classifier(&args.classify)?;
     let mut sink = JsonlSink::create(&c.out)?;
-    let mut pipeline = Pipeline::new(cfg);
+    let mut pipeline = Pipeline::with_classifier(cfg, classifier);
     let started = Instant::now();
     let mut truncated = Vec::new();
     let mut total_bytes = 0u64;
@@ -258,6 +412,25 @@ fn print_summary(
         "  skipped       other ports {}, not TCP {}, IP fragments {}, midstream flows {}",
         s.other_ports, s.not_tcp, s.ip_fragments, s.flows_midstream
     );
+    if let Some(c) = p.classifier() {
+        let st = &c.stats;
+        let by_rule = st
+            .by_rule
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        eprintln!(
+            "  findings      {} ({} chains validated, {} cache hits; policy {})",
+            st.findings,
+            st.chains_validated,
+            st.cache_hits,
+            c.config().policy.source
+        );
+        if !by_rule.is_empty() {
+            eprintln!("  by rule       {by_rule}");
+        }
+    }
     if !truncated.is_empty() {
         eprintln!("  truncated     {}", truncated.join(", "));
     }

@@ -240,18 +240,25 @@ pub fn validate_chain(store: &TrustStore, chain: &[&[u8]], usage: Usage, at: i64
     let full = verify(store, leaf, rest, usage, at, None);
     let inter: Vec<CertificateDer<'_>> = rest.iter().map(|d| CertificateDer::from(*d)).collect();
 
-    // Trust independent of time: validate at a moment inside every certificate's validity
-    // when there is one (else at the leaf's notBefore), accepting any purpose.
+    // Trust independent of time and purpose: try moments inside the certificates' validity
+    // (the overlap of all, the leaf's start and end, the validation time), accepting any
+    // purpose. A path found at any of them is a trusted path; expiry is the validity rules'
+    // business, not trust's.
     let all: Vec<Facts> = chain.iter().filter_map(|d| facts(d)).collect();
-    let latest_start = all.iter().map(|f| f.not_before).max().unwrap_or(at);
-    let earliest_end = all.iter().map(|f| f.not_after).min().unwrap_or(at);
-    let t = if latest_start <= earliest_end {
-        latest_start
-    } else {
-        all.first().map_or(at, |f| f.not_before)
-    };
+    let latest_start = all.iter().map(|f| f.not_before).max();
+    let earliest_end = all.iter().map(|f| f.not_after).min();
+    let mut moments = Vec::new();
+    if let (Some(s), Some(e)) = (latest_start, earliest_end) {
+        if s <= e {
+            moments.push(s);
+        }
+    }
+    if let Some(leaf) = all.first() {
+        moments.extend([leaf.not_before, leaf.not_after]);
+    }
+    moments.push(at);
     let leaf_der = CertificateDer::from(*leaf);
-    let with = |anchors: &[TrustAnchor<'_>]| -> Result<(), webpki::Error> {
+    let with = |anchors: &[TrustAnchor<'_>], t: i64| -> Result<(), webpki::Error> {
         let ee = EndEntityCert::try_from(&leaf_der)?;
         ee.verify_for_usage(
             webpki::ALL_VERIFICATION_ALGS,
@@ -264,11 +271,27 @@ pub fn validate_chain(store: &TrustStore, chain: &[&[u8]], usage: Usage, at: i64
         )
         .map(|_| ())
     };
-    let trust = match with(&store.anchors) {
+    let path_at = |anchors: &[TrustAnchor<'_>]| -> Result<(), webpki::Error> {
+        let mut other = None;
+        for &t in &moments {
+            match with(anchors, t) {
+                Ok(()) => return Ok(()),
+                // Time errors mean the path was found but some certificate is out of its
+                // validity at that moment: keep looking, the path itself is fine.
+                Err(webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. }) => {}
+                Err(e) => {
+                    other.get_or_insert(e);
+                }
+            }
+        }
+        // Only time errors: a trusted path whose validity periods never all overlap.
+        other.map_or(Ok(()), Err)
+    };
+    let trust = match path_at(&store.anchors) {
         Ok(()) => TrustFact::Trusted,
         Err(e) => diagnose(&e, &all),
     };
-    let public_root = trust == TrustFact::Trusted && with(store.public_anchors()).is_ok();
+    let public_root = trust == TrustFact::Trusted && path_at(store.public_anchors()).is_ok();
     ChainVerdict {
         valid: full.is_ok(),
         webpki_error: full.err().map(|e| format!("{e:?}")),
@@ -289,9 +312,11 @@ fn diagnose(e: &webpki::Error, chain: &[Facts]) -> TrustFact {
                 TrustFact::Incomplete
             }
         }
-        E::InvalidSignatureForPublicKey
-        | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_)
-        | E::SignatureAlgorithmMismatch => TrustFact::BadSignature,
+        E::InvalidSignatureForPublicKey | E::SignatureAlgorithmMismatch => TrustFact::BadSignature,
+        E::UnsupportedSignatureAlgorithmContext(_)
+        | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => TrustFact::Unusable(
+            "signature algorithm not accepted by WebPKI validation (e.g. SHA-1, or RSA under 2048 bits)".into(),
+        ),
         E::NameConstraintViolation => TrustFact::NameConstraint,
         other => TrustFact::Unusable(format!("{other:?}")),
     }

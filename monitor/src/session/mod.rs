@@ -11,10 +11,11 @@ pub mod record;
 
 use std::net::IpAddr;
 
-use hashbrown::{HashMap, HashSet};
+use hashbrown::HashMap;
 use sha2::{Digest, Sha256};
 
 use crate::capture::{decode, DecodeOutcome, Nanos, Packet, TcpSegment};
+use crate::classify::{Classifier, KnownCert};
 use crate::reassembly::{Delivery, Stream};
 use crate::sink::{Sink, SinkError};
 use crate::smtp::{ClientEvent, Line, LineSplitter, Smtp};
@@ -36,7 +37,8 @@ pub struct Config {
     pub max_flow_bytes: u64,
     /// Packet-time inactivity after which a flow is closed.
     pub idle_timeout: Nanos,
-    /// Distinct certificate fingerprints remembered (so each is emitted once).
+    /// Distinct certificates remembered (each is emitted once; with classification on, their
+    /// DER is kept for chain validation, ~1.5 KB each).
     pub max_known_certs: usize,
 }
 
@@ -48,7 +50,7 @@ impl Default for Config {
             max_flows: 262_144,
             max_flow_bytes: 256 * 1024,
             idle_timeout: 300 * 1_000_000_000,
-            max_known_certs: 1 << 22,
+            max_known_certs: 100_000,
         }
     }
 }
@@ -205,9 +207,11 @@ const CLOSED_LINGER: Nanos = 60 * 1_000_000_000;
 const CLIENT: usize = 0;
 const SERVER: usize = 1;
 
-/// Remembers which certificates were emitted and queues new ones for the sink.
+/// Remembers which certificates were emitted and queues new ones for the sink. With
+/// classification on, it also keeps each certificate's DER and record for chain validation.
 struct CertRegistry {
-    known: HashSet<Fingerprint>,
+    known: HashMap<Fingerprint, Option<KnownCert>>,
+    keep: bool,
     max: usize,
     fresh: Vec<CertificateRecord>,
     parse_errors: u64,
@@ -217,18 +221,22 @@ struct CertRegistry {
 impl CertObserver for CertRegistry {
     fn certificate(&mut self, der: &[u8]) -> Fingerprint {
         let fp = Fingerprint::of(der);
-        if !self.known.contains(&fp) {
+        if !self.known.contains_key(&fp) {
             if self.known.len() >= self.max {
                 // Forgetting means a certificate may be emitted again, which a consumer
                 // deduplicating by sha256 tolerates; unbounded memory it would not.
                 self.known.clear();
                 self.resets += 1;
             }
-            self.known.insert(fp);
             let rec = CertificateRecord::from_der(der);
             if rec.parse_error.is_some() {
                 self.parse_errors += 1;
             }
+            let kept = self.keep.then(|| KnownCert {
+                der: der.to_vec(),
+                rec: rec.clone(),
+            });
+            self.known.insert(fp, kept);
             self.fresh.push(rec);
         }
         fp
@@ -245,14 +253,21 @@ pub struct Pipeline {
     pub summary: record::Summary,
     last_sweep: Nanos,
     now: Nanos,
+    classifier: Option<Classifier>,
     /// A forward time jump larger than the idle timeout waiting for confirmation.
     jump: Option<Nanos>,
 }
 
 impl Pipeline {
     pub fn new(cfg: Config) -> Pipeline {
+        Pipeline::with_classifier(cfg, None)
+    }
+
+    /// A pipeline that also classifies each session and emits its findings.
+    pub fn with_classifier(cfg: Config, classifier: Option<Classifier>) -> Pipeline {
         let certs = CertRegistry {
-            known: HashSet::new(),
+            known: HashMap::new(),
+            keep: classifier.is_some(),
             max: cfg.max_known_certs,
             fresh: Vec::new(),
             parse_errors: 0,
@@ -267,6 +282,7 @@ impl Pipeline {
             last_sweep: Nanos::MIN,
             now: Nanos::MIN,
             jump: None,
+            classifier,
         }
     }
 
@@ -544,7 +560,20 @@ impl Pipeline {
         let rec = self.record(&flow);
         self.summary.add(&rec);
         self.stats.sessions += 1;
-        sink.session(&rec)
+        sink.session(&rec)?;
+        if let Some(c) = self.classifier.as_mut() {
+            let known = &self.certs.known;
+            let lookup = |fp: &Fingerprint| known.get(fp).cloned().flatten();
+            for f in c.classify(&rec, flow.first_ts.div_euclid(1_000_000_000), &lookup) {
+                sink.finding(&f)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The classifier, when classification is on (its counters feed the summary).
+    pub fn classifier(&self) -> Option<&Classifier> {
+        self.classifier.as_ref()
     }
 
     fn record(&self, flow: &Flow) -> SessionRecord {

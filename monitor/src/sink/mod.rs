@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use crate::classify::Finding;
 use crate::session::SessionRecord;
 use crate::x509::CertificateRecord;
 
@@ -24,6 +25,7 @@ pub enum SinkError {
 pub trait Sink {
     fn certificate(&mut self, rec: &CertificateRecord) -> Result<(), SinkError>;
     fn session(&mut self, rec: &SessionRecord) -> Result<(), SinkError>;
+    fn finding(&mut self, rec: &Finding) -> Result<(), SinkError>;
     fn flush(&mut self) -> Result<(), SinkError>;
 }
 
@@ -80,6 +82,9 @@ impl Sink for JsonlSink {
     fn session(&mut self, rec: &SessionRecord) -> Result<(), SinkError> {
         self.line(rec)
     }
+    fn finding(&mut self, rec: &Finding) -> Result<(), SinkError> {
+        self.line(rec)
+    }
     fn flush(&mut self) -> Result<(), SinkError> {
         self.out.flush().map_err(|source| SinkError::Write {
             path: self.name.clone(),
@@ -93,6 +98,7 @@ impl Sink for JsonlSink {
 pub struct VecSink {
     pub certificates: Vec<CertificateRecord>,
     pub sessions: Vec<SessionRecord>,
+    pub findings: Vec<Finding>,
 }
 
 impl Sink for VecSink {
@@ -102,6 +108,10 @@ impl Sink for VecSink {
     }
     fn session(&mut self, rec: &SessionRecord) -> Result<(), SinkError> {
         self.sessions.push(rec.clone());
+        Ok(())
+    }
+    fn finding(&mut self, rec: &Finding) -> Result<(), SinkError> {
+        self.findings.push(rec.clone());
         Ok(())
     }
     fn flush(&mut self) -> Result<(), SinkError> {
@@ -114,6 +124,7 @@ impl Sink for VecSink {
 pub struct NullSink {
     pub certificates: u64,
     pub sessions: u64,
+    pub findings: u64,
 }
 
 impl Sink for NullSink {
@@ -123,6 +134,10 @@ impl Sink for NullSink {
     }
     fn session(&mut self, _: &SessionRecord) -> Result<(), SinkError> {
         self.sessions += 1;
+        Ok(())
+    }
+    fn finding(&mut self, _: &Finding) -> Result<(), SinkError> {
+        self.findings += 1;
         Ok(())
     }
     fn flush(&mut self) -> Result<(), SinkError> {

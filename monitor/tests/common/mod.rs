@@ -19,6 +19,7 @@ pub fn shared_dir() -> PathBuf {
 pub struct Run {
     pub sessions: Vec<Value>,
     pub certificates: Vec<Value>,
+    pub findings: Vec<Value>,
     pub stderr: String,
     pub code: i32,
 }
@@ -34,18 +35,21 @@ pub fn mxcert_read(files: &[&Path], args: &[&str]) -> Run {
     let stdout = String::from_utf8(out.stdout).expect("utf-8 records");
     let mut sessions = Vec::new();
     let mut certificates = Vec::new();
+    let mut findings = Vec::new();
     for line in stdout.lines() {
         let v: Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("record is not JSON ({e}): {line}"));
         match v["record"].as_str() {
             Some("session") => sessions.push(v),
             Some("certificate") => certificates.push(v),
+            Some("finding") => findings.push(v),
             other => panic!("unknown record kind {other:?}: {line}"),
         }
     }
     Run {
         sessions,
         certificates,
+        findings,
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         code: out.status.code().unwrap_or(-1),
     }
