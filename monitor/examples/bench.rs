@@ -15,9 +15,14 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use rustls_pki_types::pem::PemObject;
+
 use mxcert::capture::{FileReader, LinkType};
+use mxcert::classify::validate::{validate_chain, TrustStore, Usage};
+use mxcert::classify::{Classifier, ClassifyConfig};
 use mxcert::session::{Config, Pipeline};
 use mxcert::sink::JsonlSink;
+use mxcert::x509::Fingerprint;
 
 struct Frame {
     ts: i64,
@@ -47,7 +52,11 @@ fn main() {
         template.len(),
         template.iter().map(|f| f.data.len()).sum::<usize>()
     );
-    for (label, payload_segments) in [("handshake-heavy", 0usize), ("payload-heavy", 200)] {
+    for (label, payload_segments, classify) in [
+        ("handshake-heavy", 0usize, false),
+        ("handshake+findings", 0, true),
+        ("payload-heavy", 200, false),
+    ] {
         let path =
             std::env::temp_dir().join(format!("mxcert-bench-{label}-{}.pcap", std::process::id()));
         let sessions = write_capture(
@@ -63,7 +72,17 @@ fn main() {
         let t = Instant::now();
         let mut reader = FileReader::open(&path).expect("bench capture opens");
         let mut sink = JsonlSink::create(Path::new("/dev/null")).unwrap();
-        let mut p = Pipeline::new(Config::default());
+        let classifier = classify.then(|| {
+            let mut trust = TrustStore::mozilla();
+            trust
+                .add_pem_file(&root.join("pcaps/certs/root-ca.crt"))
+                .expect("test root");
+            Classifier::new(ClassifyConfig {
+                trust,
+                ..ClassifyConfig::default()
+            })
+        });
+        let mut p = Pipeline::with_classifier(Config::default(), classifier);
         while let Some(pkt) = reader.next_packet().expect("bench capture reads") {
             p.packet(&pkt, &mut sink).unwrap();
         }
@@ -82,6 +101,44 @@ fn main() {
             peak_rss_kib() / 1024
         );
     }
+    validation(&root);
+}
+
+/// Chain validation alone: uncached (every call builds and verifies the path) and through the
+/// classifier's (chain, usage, day) cache, warm.
+fn validation(root: &Path) {
+    let pem = std::fs::read_to_string(root.join("pcaps/certs/srv_both.chain.pem")).unwrap();
+    let ders: Vec<Vec<u8>> = rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(|c| c.unwrap().to_vec())
+        .collect();
+    let chain: Vec<&[u8]> = ders.iter().map(Vec::as_slice).collect();
+    let fps: Vec<Fingerprint> = ders.iter().map(|d| Fingerprint::of(d)).collect();
+    let mut trust = TrustStore::mozilla();
+    trust
+        .add_pem_file(&root.join("pcaps/certs/root-ca.crt"))
+        .unwrap();
+    let at = 1_795_000_000;
+    assert!(validate_chain(&trust, &chain, Usage::ServerAuth, at).valid);
+    let n = 2_000;
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(validate_chain(&trust, &chain, Usage::ServerAuth, at));
+    }
+    let cold = n as f64 / t.elapsed().as_secs_f64();
+    let mut c = Classifier::new(ClassifyConfig {
+        trust,
+        ..ClassifyConfig::default()
+    });
+    c.chain_verdict(&fps, &chain, Usage::ServerAuth, at);
+    let n = 1_000_000;
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(c.chain_verdict(&fps, &chain, Usage::ServerAuth, at));
+    }
+    let warm = n as f64 / t.elapsed().as_secs_f64();
+    println!(
+        "validation       {cold:9.0} chains/s uncached (2-certificate RSA chain, trust + name-free path), {warm:11.0} chains/s from the warm cache"
+    );
 }
 
 fn load(path: &Path) -> Vec<Frame> {
