@@ -241,7 +241,7 @@ impl Classifier {
                     rule: "tls.v13_uninspectable",
                     role: "server",
                     cert: None,
-                    verdict: if hidden { Verdict::Unknown } else { Verdict::Pass },
+                    verdict: if hidden { Verdict::Warn } else { Verdict::Pass },
                     effective: None,
                     detail: if hidden {
                         "TLS 1.3: certificates are encrypted on the wire; this session's chains are not assessed".into()
