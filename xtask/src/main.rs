@@ -6,6 +6,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+mod setup;
+
 const USAGE: &str = "\
 usage: cargo xtask <command>
 
@@ -20,7 +22,7 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = repo_root();
     match args.first().map(String::as_str) {
-        Some("setup") => setup(),
+        Some("setup") => setup::all(),
         Some("test") => test(&root),
         Some("demo") => demo(&root),
         Some("pcaps") => run(Command::new("bash").arg(root.join("pcaps/make.sh"))),
@@ -51,26 +53,8 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// Installs missing tools. The offline pipeline needs none beyond the Rust toolchain (captures
-/// are read by mxcert's own pcap/pcapng reader); the components later issues need (libpcap,
-/// ClickHouse, bpf-linker) are added here as they arrive.
-fn setup() -> Result<()> {
-    let components = Command::new("rustup")
-        .args(["component", "list", "--installed"])
-        .output();
-    if let Ok(out) = components {
-        let list = String::from_utf8_lossy(&out.stdout);
-        for c in ["rustfmt", "clippy"] {
-            if !list.lines().any(|l| l.starts_with(c)) {
-                run(Command::new("rustup").args(["component", "add", c]))?;
-            }
-        }
-    }
-    Ok(())
-}
-
 fn test(root: &Path) -> Result<()> {
-    setup()?;
+    setup::all()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     run(Command::new(&cargo)
         .current_dir(root)
@@ -124,7 +108,7 @@ fn test(root: &Path) -> Result<()> {
 }
 
 fn demo(root: &Path) -> Result<()> {
-    setup()?;
+    setup::all()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     run(Command::new(&cargo)
         .current_dir(root)
