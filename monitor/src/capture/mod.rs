@@ -4,9 +4,11 @@
 
 pub mod decode;
 pub mod file;
+pub mod live;
 
 pub use decode::{decode, DecodeOutcome, TcpFlags, TcpSegment};
 pub use file::{CaptureError, FileReader};
+pub use live::{FlowTuple, LiveError, LiveSource, SourceCounters};
 
 /// Nanoseconds since the Unix epoch (UTC). i64 covers 1677..2262, wider than any capture.
 pub type Nanos = i64;
