@@ -11,9 +11,12 @@ use anyhow::{bail, Context, Result};
 
 use crate::run;
 
+mod clickhouse;
+
 /// Everything the whole test suite needs.
 pub fn all() -> Result<()> {
     rustup_components("stable", &["rustfmt", "clippy"])?;
+    clickhouse::install(&crate::repo_root())?;
     Ok(())
 }
 
