@@ -3,6 +3,8 @@
 //! started and torn down by the tests themselves. One module per component; the tests live in
 //! `tests/tests/`, one file per behaviour.
 
+pub mod clickhouse;
+
 use std::path::PathBuf;
 
 pub mod netns;
