@@ -15,6 +15,8 @@ use mxcert::classify::{Classifier, ClassifyConfig};
 use mxcert::session::{Config, Pipeline, PortSet};
 use mxcert::sink::JsonlSink;
 
+mod report_cli;
+
 /// Passive monitor of SMTP/TLS certificates on mail gateways.
 ///
 /// mxcert follows SMTP into STARTTLS (and implicit TLS on 465), reads the TLS handshake of both
@@ -34,6 +36,8 @@ enum Command {
     /// Work with policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// The impact report: what breaks, for whom, from when (text, json, tlsrpt, html).
+    Report(Box<report_cli::ReportArgs>),
 }
 
 #[derive(Subcommand, Debug)]
@@ -243,6 +247,7 @@ fn main() -> ExitCode {
                 }
             }
         },
+        Command::Report(args) => report_cli::main(*args),
         Command::Policy(PolicyCommand::Default) => {
             print!("{}", mxcert::classify::policy::DEFAULT_POLICY);
             ExitCode::SUCCESS
