@@ -7,7 +7,7 @@
 
 use std::fmt::Write;
 
-use super::model::{CertView, Count, Report};
+use super::model::{CertView, Report, SectionView};
 use super::text::pct;
 use crate::classify::policy::parse_date;
 
@@ -36,7 +36,8 @@ const PALETTE: &[&str] = &[
 /// The page may load nothing: every style and script is inline, charts are inline SVG. A
 /// fetch (a link someone adds later) is then blocked and reported as a console error, which
 /// the rendering test catches.
-const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:";
+const CSP: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:";
 
 const CSS: &str = r#"
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d2330;background:#f5f6f8}
@@ -154,16 +155,17 @@ fn opt(s: &Option<String>) -> Cell {
     t(s.clone().unwrap_or_else(|| "-".into()))
 }
 
-fn counts_table(o: &mut String, peers: &'static str, rows: &[(&str, &Count)]) {
+fn section_counts(o: &mut String, v: &SectionView) {
+    let _ = write!(o, "<p class=\"note\">{}.</p>", esc(&v.summary));
     let mut tb = Table::new(&[
         ("", false),
         ("sessions", true),
-        (peers, true),
+        (v.peers, true),
         ("share", true),
     ]);
-    for (label, c) in rows {
+    for (label, c) in &v.counts {
         tb.rows.push(vec![
-            t(*label),
+            t(label.trim()),
             Cell::Num(c.sessions),
             Cell::Num(c.peers),
             Cell::Share(c.share),
@@ -559,27 +561,27 @@ pub fn render(r: &Report) -> String {
         pct(cov.rows.first().map_or(0.0, |c| c.share)),
         false,
     );
-    let ib = &r.inbound_client_certs.at_risk;
-    kpi(
-        &mut o,
-        "inbound senders rejected under clientAuth enforcement",
-        format!("{} ({} sessions)", ib.peers, ib.sessions),
-        ib.sessions > 0,
-    );
-    let oc = &r.outbound_our_certificate.at_risk;
-    kpi(
-        &mut o,
-        "destinations at risk from our certificate",
-        format!("{} ({} sessions)", oc.peers, oc.sessions),
-        oc.sessions > 0,
-    );
-    let sv = &r.outbound_strict_validation.at_risk;
-    kpi(
-        &mut o,
-        "destinations failing strict validation / MTA-STS",
-        format!("{} ({} sessions)", sv.peers, sv.sessions),
-        sv.sessions > 0,
-    );
+    for (label, c) in [
+        (
+            "inbound senders rejected under clientAuth enforcement",
+            &r.inbound_client_certs.at_risk,
+        ),
+        (
+            "destinations at risk from our certificate",
+            &r.outbound_our_certificate.at_risk,
+        ),
+        (
+            "destinations failing strict validation / MTA-STS",
+            &r.outbound_strict_validation.at_risk,
+        ),
+    ] {
+        kpi(
+            &mut o,
+            label,
+            format!("{} ({} sessions)", c.peers, c.sessions),
+            c.sessions > 0,
+        );
+    }
     o.push_str("</div>");
 
     o.push_str("<div class=\"charts\">");
@@ -639,32 +641,9 @@ pub fn render(r: &Report) -> String {
     let s = &r.inbound_client_certs;
     let _ = write!(
         o,
-        "<section id=\"inbound\"><h2>Inbound: client certificates</h2><p class=\"note\">{} of {} inbound sessions ({}) presented a client certificate, from {} sender(s); we asked in {}, {} declined; {} TLS 1.3 session(s) hide it.</p>",
-        s.sessions,
-        s.base_sessions,
-        pct(s.share),
-        s.peers,
-        s.requested,
-        s.declined,
-        s.not_visible
+        "<section id=\"inbound\"><h2>Inbound: client certificates</h2>"
     );
-    counts_table(
-        &mut o,
-        "senders",
-        &[
-            (
-                "without clientAuth (rejected now by an EKU-enforcing receiver)",
-                &s.without_client_auth,
-            ),
-            (
-                "clientAuth from a public CA, lost at renewal",
-                &s.losing_client_auth,
-            ),
-            ("of which lost by AT", &s.client_auth_lost_by_at),
-            ("expired at AT", &s.expired_at),
-            ("rejected at AT under clientAuth enforcement", &s.at_risk),
-        ],
-    );
+    section_counts(&mut o, &s.view());
     let mut tb = Table::new(&[
         ("sender", false),
         ("EHLO", false),
@@ -699,27 +678,9 @@ pub fn render(r: &Report) -> String {
     let s = &r.outbound_our_certificate;
     let _ = write!(
         o,
-        "<section id=\"our-certificate\"><h2>Outbound: our client certificate</h2><p class=\"note\">{} of {} outbound sessions ({}) were asked for a client certificate, by {} destination(s); {} TLS 1.3 session(s) hide whether they were.</p>",
-        s.sessions,
-        s.base_sessions,
-        pct(s.share),
-        s.peers,
-        s.not_visible
+        "<section id=\"our-certificate\"><h2>Outbound: our client certificate</h2>"
     );
-    counts_table(
-        &mut o,
-        "destinations",
-        &[
-            ("we presented one", &s.presented),
-            ("we sent none", &s.not_presented),
-            ("ours lacks clientAuth", &s.without_client_auth),
-            (
-                "affected after our renewal (clientAuth sunset)",
-                &s.affected_after_renewal,
-            ),
-            ("at risk at AT", &s.at_risk),
-        ],
-    );
+    section_counts(&mut o, &s.view());
     if !s.our_certificates.is_empty() {
         o.push_str("<h3>What we present</h3>");
         let mut tb = Table::new(&[
@@ -778,23 +739,9 @@ pub fn render(r: &Report) -> String {
     let s = &r.outbound_strict_validation;
     let _ = write!(
         o,
-        "<section id=\"strict\"><h2>Outbound: strict validation / MTA-STS enforce (what if)</h2><p class=\"note\">{} outbound sessions ({} of all) to {} destination(s). Each failing session counts once, under its first failure (the order a validating sender meets them); the rules column counts every failure.</p>",
-        s.sessions,
-        pct(s.share),
-        s.peers
+        "<section id=\"strict\"><h2>Outbound: strict validation / MTA-STS enforce (what if)</h2>"
     );
-    counts_table(
-        &mut o,
-        "destinations",
-        &[
-            ("would fail", &s.at_risk),
-            (
-                "not assessable (TLS 1.3, incomplete, no name)",
-                &s.not_assessable,
-            ),
-            ("would pass", &s.would_pass),
-        ],
-    );
+    section_counts(&mut o, &s.view());
     o.push_str("<h3>By RFC 8460 result type</h3>");
     let mut tb = Table::new(&[
         ("result type", false),

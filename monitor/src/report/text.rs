@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::model::{CertView, Count, Report};
+use super::model::{CertView, Report, SectionView};
 
 struct Style {
     color: bool,
@@ -88,20 +88,24 @@ fn table(
     }
 }
 
-fn count_row(label: &str, c: &Count) -> Vec<String> {
-    vec![
-        label.to_string(),
-        c.sessions.to_string(),
-        c.peers.to_string(),
-        pct(c.share),
-    ]
-}
-
-fn counts(st: &Style, out: &mut String, peers: &str, rows: Vec<Vec<String>>) {
+fn section_counts(st: &Style, out: &mut String, v: &SectionView) {
+    let _ = writeln!(out, "  {}", v.summary);
+    let rows: Vec<Vec<String>> = v
+        .counts
+        .iter()
+        .map(|(label, c)| {
+            vec![
+                label.to_string(),
+                c.sessions.to_string(),
+                c.peers.to_string(),
+                pct(c.share),
+            ]
+        })
+        .collect();
     table(
         st,
         out,
-        &["", "sessions", peers, "share"],
+        &["", "sessions", v.peers, "share"],
         &rows,
         &[1, 2, 3],
         &|_, col, v| (col == 1 && v != "0").then_some("1"),
@@ -227,39 +231,7 @@ pub fn render(r: &Report, color: bool) -> String {
     // 2. Inbound client certificates.
     let s = &r.inbound_client_certs;
     let _ = writeln!(o, "\n{}", st.head("Inbound: client certificates"));
-    let _ = writeln!(
-        o,
-        "  {} of {} inbound sessions ({}) presented a client certificate, from {} sender(s); we asked in {}, {} declined{}",
-        s.sessions,
-        s.base_sessions,
-        pct(s.share),
-        s.peers,
-        s.requested,
-        s.declined,
-        if s.not_visible > 0 {
-            format!("; {} TLS 1.3 session(s) hide it", s.not_visible)
-        } else {
-            String::new()
-        }
-    );
-    counts(
-        &st,
-        &mut o,
-        "senders",
-        vec![
-            count_row(
-                "without clientAuth (rejected now by an EKU-enforcing receiver)",
-                &s.without_client_auth,
-            ),
-            count_row(
-                "clientAuth from a public CA, lost at renewal",
-                &s.losing_client_auth,
-            ),
-            count_row("  of which lost by AT", &s.client_auth_lost_by_at),
-            count_row("expired at AT", &s.expired_at),
-            count_row("rejected at AT under clientAuth enforcement", &s.at_risk),
-        ],
-    );
+    section_counts(&st, &mut o, &s.view());
     if !s.rows.is_empty() {
         let _ = writeln!(o);
         let rows: Vec<Vec<String>> = s
@@ -298,34 +270,7 @@ pub fn render(r: &Report, color: bool) -> String {
     // 3. Outbound: our certificate.
     let s = &r.outbound_our_certificate;
     let _ = writeln!(o, "\n{}", st.head("Outbound: our client certificate"));
-    let _ = writeln!(
-        o,
-        "  {} of {} outbound sessions ({}) were asked for a client certificate, by {} destination(s){}",
-        s.sessions,
-        s.base_sessions,
-        pct(s.share),
-        s.peers,
-        if s.not_visible > 0 {
-            format!("; {} TLS 1.3 session(s) hide whether they were", s.not_visible)
-        } else {
-            String::new()
-        }
-    );
-    counts(
-        &st,
-        &mut o,
-        "destinations",
-        vec![
-            count_row("we presented one", &s.presented),
-            count_row("we sent none", &s.not_presented),
-            count_row("ours lacks clientAuth", &s.without_client_auth),
-            count_row(
-                "affected after our renewal (clientAuth sunset)",
-                &s.affected_after_renewal,
-            ),
-            count_row("at risk at AT", &s.at_risk),
-        ],
-    );
+    section_counts(&st, &mut o, &s.view());
     if !s.our_certificates.is_empty() {
         let _ = writeln!(o, "\n  what we present:");
         let rows: Vec<Vec<String>> = s
@@ -410,26 +355,7 @@ pub fn render(r: &Report, color: bool) -> String {
         "\n{}",
         st.head("Outbound: strict validation / MTA-STS enforce (what if)")
     );
-    let _ = writeln!(
-        o,
-        "  {} outbound sessions ({} of all) to {} destination(s)",
-        s.sessions,
-        pct(s.share),
-        s.peers
-    );
-    counts(
-        &st,
-        &mut o,
-        "destinations",
-        vec![
-            count_row("would fail", &s.at_risk),
-            count_row(
-                "not assessable (TLS 1.3, incomplete, no name)",
-                &s.not_assessable,
-            ),
-            count_row("would pass", &s.would_pass),
-        ],
-    );
+    section_counts(&st, &mut o, &s.view());
     if !s.by_result_type.is_empty() {
         let _ = writeln!(
             o,
