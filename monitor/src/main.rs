@@ -16,6 +16,8 @@ use mxcert::session::{Config, Pipeline, PortSet};
 use mxcert::sink::clickhouse::ClickHouseArgs;
 use mxcert::sink::Outputs;
 
+mod report_cli;
+
 /// Passive monitor of SMTP/TLS certificates on mail gateways.
 ///
 /// mxcert follows SMTP into STARTTLS (and implicit TLS on 465), reads the TLS handshake of both
@@ -35,6 +37,8 @@ enum Command {
     /// Work with policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// The impact report: what breaks, for whom, from when (text, json, tlsrpt, html).
+    Report(Box<report_cli::ReportArgs>),
     /// ClickHouse schema: `mxcert schema apply --clickhouse URL`.
     #[command(subcommand)]
     Schema(SchemaCommand),
@@ -260,6 +264,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Report(args) => report_cli::main(*args),
         Command::Policy(PolicyCommand::Default) => {
             print!("{}", mxcert::classify::policy::DEFAULT_POLICY);
             ExitCode::SUCCESS
