@@ -6,6 +6,7 @@
 
 pub mod capture;
 pub mod classify;
+pub mod daemon;
 pub mod reassembly;
 pub mod session;
 pub mod sink;

@@ -85,3 +85,24 @@ fn open_ebpf(_ifaces: &[String], _ports: &[u16]) -> Result<Box<dyn LiveSource>, 
         reason: "this build has no eBPF backend yet (TODO(#5): the TC program lands with the eBPF half of the live-capture issue); use --backend pcap".into(),
     })
 }
+
+/// The interfaces' own addresses as host networks (/32, /128): the default `--local-net` of a
+/// gateway, so sessions to this host are inbound and from it outbound. IPv6 link-local
+/// addresses are left out (they never carry SMTP between hosts).
+pub fn interface_nets(ifaces: &[String]) -> Result<Vec<ipnet::IpNet>, LiveError> {
+    let devs = ::pcap::Device::list().map_err(|e| LiveError::Unavailable {
+        backend: "pcap",
+        reason: format!("cannot list interfaces: {e}"),
+    })?;
+    let mut nets = Vec::new();
+    for d in devs.iter().filter(|d| ifaces.contains(&d.name)) {
+        for a in &d.addresses {
+            let link_local =
+                matches!(a.addr, std::net::IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
+            if !link_local {
+                nets.push(ipnet::IpNet::from(a.addr));
+            }
+        }
+    }
+    Ok(nets)
+}
