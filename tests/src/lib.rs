@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 
+pub mod live;
+pub mod mta;
 pub mod netns;
 
 /// The repository root (this crate sits in `tests/`).
