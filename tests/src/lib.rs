@@ -7,6 +7,8 @@ pub mod clickhouse;
 
 use std::path::PathBuf;
 
+pub mod live;
+pub mod mta;
 pub mod netns;
 
 /// The repository root (this crate sits in `tests/`).

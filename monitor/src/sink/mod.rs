@@ -60,6 +60,29 @@ impl JsonlSink {
         Ok(Self::from_writer(Box::new(f), &path.display().to_string()))
     }
 
+    /// Like [`JsonlSink::create`] but appends to an existing file: a restarted daemon must not
+    /// erase what it wrote before.
+    pub fn append(path: &Path) -> Result<JsonlSink, SinkError> {
+        if path == Path::new("-") {
+            return Self::create(path);
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| SinkError::Create {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|source| SinkError::Create {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Self::from_writer(Box::new(f), &path.display().to_string()))
+    }
+
     pub fn from_writer(w: Box<dyn Write + Send>, name: &str) -> JsonlSink {
         JsonlSink {
             out: BufWriter::with_capacity(256 * 1024, w),
