@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+pub mod ebpf;
 pub mod netns;
 
 /// The repository root (this crate sits in `tests/`).

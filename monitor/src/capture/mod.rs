@@ -3,6 +3,7 @@
 //! per-packet path allocates nothing. [`decode`] turns a packet into a [`TcpSegment`].
 
 pub mod decode;
+pub mod ebpf;
 pub mod file;
 pub mod live;
 
