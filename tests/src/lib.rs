@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 pub mod live;
 pub mod mta;
+pub mod ebpf;
 pub mod netns;
 
 /// The repository root (this crate sits in `tests/`).

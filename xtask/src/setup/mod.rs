@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use crate::run;
 
 mod clickhouse;
+mod ebpf;
 
 /// Everything the whole test suite needs.
 pub fn all() -> Result<()> {
@@ -19,6 +20,7 @@ pub fn all() -> Result<()> {
     // System tests build hosts out of network namespaces (tests/src/netns.rs).
     apt_install(&["iproute2", "iputils-ping", "ethtool"])?;
     clickhouse::install(&crate::repo_root())?;
+    ebpf::install()?;
     Ok(())
 }
 
