@@ -7,9 +7,9 @@ pub mod clickhouse;
 
 use std::path::PathBuf;
 
+pub mod ebpf;
 pub mod live;
 pub mod mta;
-pub mod ebpf;
 pub mod netns;
 
 /// The repository root (this crate sits in `tests/`).
