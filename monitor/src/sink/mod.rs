@@ -4,7 +4,7 @@
 pub mod clickhouse;
 mod outputs;
 
-pub use outputs::{Outputs, OutputsError};
+pub use outputs::{Outputs, OutputsError, DEFAULT_OUT};
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
