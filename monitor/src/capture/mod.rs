@@ -5,6 +5,7 @@
 pub mod decode;
 pub mod file;
 pub mod live;
+pub mod synth;
 
 pub use decode::{decode, DecodeOutcome, TcpFlags, TcpSegment};
 pub use file::{CaptureError, FileReader};
