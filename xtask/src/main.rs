@@ -16,7 +16,8 @@ commands:
   test     the whole test suite: setup, cargo fmt --check, clippy -D warnings, cargo test
   demo     read the shipped sample captures (pcaps/) and print the summary and records path
   pcaps    regenerate the fixture captures in pcaps/ with real Postfix/Exim/swaks (root, ~3 min)
-  bench    throughput and memory figures of `mxcert read` on synthetic captures";
+  bench    throughput and memory figures of `mxcert read` on synthetic captures
+           (`bench clickhouse`: sink throughput and --clickhouse overhead vs JSON lines)";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -133,6 +134,18 @@ fn demo(root: &Path) -> Result<()> {
 
 fn bench(root: &Path, args: &[String]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    if args.first().map(String::as_str) == Some("clickhouse") {
+        // Sink throughput and --clickhouse overhead, against a private clickhouse-server.
+        setup::all()?;
+        return run(Command::new(&cargo).current_dir(root).args([
+            "run",
+            "--release",
+            "-p",
+            "mxcert-system-tests",
+            "--example",
+            "clickhouse_bench",
+        ]));
+    }
     run(Command::new(&cargo)
         .current_dir(root)
         .args([
