@@ -37,6 +37,7 @@ enum Command {
     #[command(subcommand)]
     Policy(PolicyCommand),
     /// The impact report: what breaks, for whom, from when (text, json, tlsrpt, html).
+    #[command(long_about = report_cli::LONG_ABOUT)]
     Report(Box<report_cli::ReportArgs>),
 }
 

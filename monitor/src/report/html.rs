@@ -55,6 +55,8 @@ h3{font-size:15px;margin:14px 0 6px}
 .charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));gap:18px}
 table{border-collapse:collapse;width:100%;font-size:13px;margin:6px 0}
 th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #e4e6eb;vertical-align:top}
+td{overflow-wrap:anywhere}
+section{overflow-x:auto}
 th{background:#f0f2f5;cursor:pointer;user-select:none;white-space:nowrap}
 th.sorted-asc::after{content:" \25B2"} th.sorted-desc::after{content:" \25BC"}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
@@ -97,6 +99,19 @@ const JS: &str = r#"
   document.body.setAttribute('data-charts',String(charts.length));
   document.body.setAttribute('data-charts-drawn',String(drawn));
   document.body.setAttribute('data-tables',String(document.querySelectorAll('table.sortable').length));
+  // With #selftest, sort the first numeric column and check the order (rendering tests
+  // cannot click).
+  if(location.hash==='#selftest'){
+    var ok='no-table';
+    var th=document.querySelector('table.sortable th.n');
+    if(th){
+      var t=th.closest('table'),i=Array.prototype.indexOf.call(th.parentNode.children,th);
+      th.click();
+      var v=Array.prototype.map.call(t.tBodies[0].rows,function(r){return Number(val(r.cells[i]));});
+      ok=v.every(function(x,k){return k===0||v[k-1]<=x;})?'1':'0';
+    }
+    document.body.setAttribute('data-sort-ok',ok);
+  }
   document.body.setAttribute('data-ready','1');
 })();
 "#;
@@ -156,6 +171,10 @@ fn opt(s: &Option<String>) -> Cell {
 }
 
 fn section_counts(o: &mut String, v: &SectionView) {
+    if let Some(e) = v.empty {
+        let _ = write!(o, "<p class=\"note\">{}</p>", esc(e));
+        return;
+    }
     let _ = write!(o, "<p class=\"note\">{}.</p>", esc(&v.summary));
     let mut tb = Table::new(&[
         ("", false),

@@ -1113,6 +1113,8 @@ pub struct SectionView<'a> {
     /// What the peers are called in this section.
     pub peers: &'static str,
     pub counts: Vec<(&'static str, &'a Count)>,
+    /// Set when the section has no session of its directions: say so instead of zeros.
+    pub empty: Option<&'static str>,
 }
 
 fn tls13_note(n: u64, what: &str) -> String {
@@ -1137,6 +1139,9 @@ impl InboundSection {
                 tls13_note(self.not_visible, "it")
             ),
             peers: "senders",
+            empty: (self.base_sessions == 0).then_some(
+                "No inbound session in the input (see --local-net at read time).",
+            ),
             counts: vec![
                 ("without clientAuth (rejected now by an EKU-enforcing receiver)", &self.without_client_auth),
                 ("clientAuth from a public CA, lost at renewal", &self.losing_client_auth),
@@ -1160,6 +1165,9 @@ impl OurCertSection {
                 tls13_note(self.not_visible, "whether they were")
             ),
             peers: "destinations",
+            empty: (self.base_sessions == 0).then_some(
+                "No outbound session in the input (see --local-net at read time).",
+            ),
             counts: vec![
                 ("we presented one", &self.presented),
                 ("we sent none", &self.not_presented),
@@ -1181,6 +1189,9 @@ impl StrictSection {
                 self.peers
             ),
             peers: "destinations",
+            empty: (self.sessions == 0).then_some(
+                "No outbound session in the input (see --local-net at read time).",
+            ),
             counts: vec![
                 ("would fail", &self.at_risk),
                 ("not assessable (TLS 1.3, incomplete, no name)", &self.not_assessable),

@@ -11,9 +11,12 @@ use anyhow::{bail, Context, Result};
 
 use crate::run;
 
+mod report;
+
 /// Everything the whole test suite needs.
 pub fn all() -> Result<()> {
     rustup_components("stable", &["rustfmt", "clippy"])?;
+    report::install()?;
     Ok(())
 }
 
