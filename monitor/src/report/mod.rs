@@ -9,6 +9,7 @@
 //! notAfter) and the findings' `effective` dates; everything else (trust, names, EKU, TLS
 //! behaviour) is taken from the findings as recorded. See [`model`] for the exact rules.
 
+pub mod clickhouse;
 pub mod html;
 pub mod input;
 pub mod json;
