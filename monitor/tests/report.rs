@@ -638,10 +638,11 @@ fn inbound_gateway_report_matches_ground_truth() {
         assert!(html.contains(&cell), "html coverage row {cell}");
     }
     let risk = &sec["at_risk"];
-    assert!(html.contains(&format!(
-        "{} ({} sessions)",
-        risk["peers"], risk["sessions"]
-    )));
+    let kpi = format!(
+        "<b>{} sessions</b>inbound senders rejected under clientAuth enforcement<small>{} peer(s)",
+        risk["sessions"], risk["peers"]
+    );
+    assert!(html.contains(&kpi), "html key figure {kpi}");
 }
 
 #[test]

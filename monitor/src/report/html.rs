@@ -49,7 +49,8 @@ section{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.08);p
 h2{font-size:18px;margin:0 0 10px}
 h3{font-size:15px;margin:14px 0 6px}
 .kpis{display:flex;gap:14px;flex-wrap:wrap;margin-bottom:18px}
-.kpi{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.08);padding:12px 16px;min-width:190px}
+.kpi{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.08);padding:12px 16px;min-width:170px;max-width:250px}
+.kpi small{display:block;color:#666;font-size:12px;margin-top:2px}
 .kpi b{display:block;font-size:24px}
 .kpi.bad b{color:#c62828}
 .charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));gap:18px}
@@ -411,16 +412,17 @@ fn risk_chart(r: &Report) -> String {
     }
     let mut lx = l;
     for (row, color) in cov.rows.iter().zip(colors) {
+        let label = format!("{} {}", row.category.replace('_', " "), pct(row.share));
         let _ = write!(
             o,
-            "<rect x=\"{lx}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{color}\"/><text x=\"{}\" y=\"{:.1}\">{} {}</text>",
+            "<rect x=\"{lx}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{color}\"/><text x=\"{}\" y=\"{:.1}\">{}</text>",
             y + 32.0,
             lx + 14.0,
             y + 41.0,
-            row.category.replace('_', " "),
-            pct(row.share)
+            esc(&label)
         );
-        lx += 155.0;
+        // ~6 px per character of the 11 px font, plus the swatch and a gap.
+        lx += 14.0 + 6.2 * label.chars().count() as f64 + 18.0;
     }
     o.push_str("</svg>");
     o
@@ -475,9 +477,17 @@ fn timeline_chart(r: &Report) -> String {
         }
     }
     let ax = x(r.at_s);
+    // Keep the AT label inside the chart when AT is near an end.
+    let anchor = if ax > w - 90.0 {
+        "end"
+    } else if ax < 90.0 {
+        "start"
+    } else {
+        "middle"
+    };
     let _ = write!(
         o,
-        "<line x1=\"{ax:.1}\" x2=\"{ax:.1}\" y1=\"20\" y2=\"{}\" stroke=\"#1d2330\" stroke-dasharray=\"4 3\"/><text x=\"{ax:.1}\" y=\"14\" text-anchor=\"middle\">AT {}</text>",
+        "<line x1=\"{ax:.1}\" x2=\"{ax:.1}\" y1=\"20\" y2=\"{}\" stroke=\"#1d2330\" stroke-dasharray=\"4 3\"/><text x=\"{ax:.1}\" y=\"14\" text-anchor=\"{anchor}\">AT {}</text>",
         axis + 30.0,
         esc(&r.at[..10.min(r.at.len())])
     );
@@ -543,13 +553,14 @@ fn year_of(s: i64) -> i64 {
         .unwrap_or(1970)
 }
 
-fn kpi(o: &mut String, label: &str, value: String, bad: bool) {
+fn kpi(o: &mut String, label: &str, value: String, detail: &str, bad: bool) {
     let _ = write!(
         o,
-        "<div class=\"kpi{}\"><b>{}</b>{}</div>",
+        "<div class=\"kpi{}\"><b>{}</b>{}<small>{}</small></div>",
         if bad { " bad" } else { "" },
         esc(&value),
-        esc(label)
+        esc(label),
+        esc(detail)
     );
 }
 
@@ -573,11 +584,21 @@ pub fn render(r: &Report) -> String {
 
     let cov = &r.coverage;
     o.push_str("<div class=\"kpis\">");
-    kpi(&mut o, "sessions", cov.sessions.to_string(), false);
+    kpi(
+        &mut o,
+        "sessions",
+        cov.sessions.to_string(),
+        &format!("{} peer(s)", cov.peers),
+        false,
+    );
     kpi(
         &mut o,
         "inspected (certificates seen)",
         pct(cov.rows.first().map_or(0.0, |c| c.share)),
+        &format!(
+            "{} TLS 1.3, {} without TLS, {} incomplete",
+            cov.tls13_uninspectable, cov.no_tls, cov.incomplete
+        ),
         false,
     );
     for (label, c) in [
@@ -597,7 +618,12 @@ pub fn render(r: &Report) -> String {
         kpi(
             &mut o,
             label,
-            format!("{} ({} sessions)", c.peers, c.sessions),
+            format!("{} sessions", c.sessions),
+            &format!(
+                "{} peer(s), {} of the section's traffic",
+                c.peers,
+                pct(c.share)
+            ),
             c.sessions > 0,
         );
     }
