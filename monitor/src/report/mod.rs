@@ -23,8 +23,8 @@ pub use model::{build, Report, ReportOptions};
 use std::path::PathBuf;
 
 /// Sessions kept in memory for one report; beyond this the report covers the first ones read
-/// and says so (narrow the window with `--since/--until`). About 1 KiB per session with its
-/// findings, so the bound is ~5 GiB.
+/// and says so (narrow the window with `--since/--until`). Measured: 0.93 GB peak for 1.05 M
+/// sessions with their findings (~0.9 KB each), so the bound is ~4.5 GB.
 pub const MAX_SESSIONS: usize = 5_000_000;
 
 /// Failures producing a report. Malformed lines in the input are data (counted and shown in
