@@ -428,24 +428,59 @@ impl Input for JsonlInput {
             path: self.path.clone(),
             source,
         };
+        let mut bar = None;
         let reader: Box<dyn BufRead> = if self.path.as_os_str() == "-" {
             Box::new(std::io::stdin().lock())
         } else {
-            Box::new(std::io::BufReader::new(
-                std::fs::File::open(&self.path).map_err(err)?,
-            ))
+            let f = std::fs::File::open(&self.path).map_err(err)?;
+            bar = progress(&self.path, f.metadata().map(|m| m.len()).unwrap_or(0));
+            Box::new(std::io::BufReader::with_capacity(256 * 1024, f))
         };
-        for line in reader.lines() {
+        let mut read = 0u64;
+        for (n, line) in reader.lines().enumerate() {
             match line {
-                Ok(l) => ds.add_json_line(&l, w),
+                Ok(l) => {
+                    read += l.len() as u64 + 1;
+                    if n % 16_384 == 0 {
+                        if let Some(b) = &bar {
+                            b.set_position(read);
+                        }
+                    }
+                    ds.add_json_line(&l, w)
+                }
                 // Not UTF-8: a damaged line is data, not the end of the report.
                 Err(e) if e.kind() == std::io::ErrorKind::InvalidData => ds.skipped_lines += 1,
                 Err(e) => return Err(err(e)),
             }
         }
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
         ds.sources.push(self.describe());
         Ok(())
     }
+}
+
+/// A progress bar on stderr for records files over 16 MB, when stderr is a terminal (a
+/// million sessions take about half a minute to read).
+fn progress(path: &std::path::Path, len: u64) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if len < 16 << 20 || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(len),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(format!("reading {}", path.display()));
+    Some(bar)
 }
 
 fn unknown() -> Sym {
