@@ -468,19 +468,10 @@ fn progress(path: &std::path::Path, len: u64) -> Option<indicatif::ProgressBar> 
     if len < 16 << 20 || !std::io::stderr().is_terminal() {
         return None;
     }
-    let bar = indicatif::ProgressBar::with_draw_target(
-        Some(len),
-        indicatif::ProgressDrawTarget::stderr(),
-    );
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar.set_message(format!("reading {}", path.display()));
-    Some(bar)
+    Some(crate::progress::bytes_bar(
+        len,
+        format!("reading {}", path.display()),
+    ))
 }
 
 fn unknown() -> Sym {
