@@ -56,7 +56,7 @@ h3{font-size:15px;margin:14px 0 6px}
 .charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));gap:18px}
 table{border-collapse:collapse;width:100%;font-size:13px;margin:6px 0}
 th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #e4e6eb;vertical-align:top}
-td{overflow-wrap:anywhere}
+td.detail{overflow-wrap:anywhere;min-width:280px}
 section{overflow-x:auto}
 th{background:#f0f2f5;cursor:pointer;user-select:none;white-space:nowrap}
 th.sorted-asc::after{content:" \25B2"} th.sorted-desc::after{content:" \25BC"}
@@ -124,6 +124,8 @@ struct Table {
 
 enum Cell {
     Text(String),
+    /// Long free text (webpki's reasons): may wrap anywhere.
+    Detail(String),
     Num(u64),
     Share(f64),
     Status(&'static str),
@@ -137,6 +139,10 @@ impl Table {
         }
     }
     fn write(&self, o: &mut String) {
+        if self.rows.is_empty() {
+            o.push_str("<p class=\"note\">No rows.</p>");
+            return;
+        }
         o.push_str("<table class=\"sortable\"><thead><tr>");
         for (h, num) in &self.head {
             let _ = write!(
@@ -152,6 +158,7 @@ impl Table {
             for c in r {
                 let _ = match c {
                     Cell::Text(t) => write!(o, "<td>{}</td>", esc(t)),
+                    Cell::Detail(t) => write!(o, "<td class=\"detail\">{}</td>", esc(t)),
                     Cell::Num(n) => write!(o, "<td class=\"n\">{n}</td>"),
                     Cell::Share(s) => write!(o, "<td class=\"n\" data-v=\"{s}\">{}</td>", pct(*s)),
                     Cell::Status(s) => write!(o, "<td class=\"st-{s}\">{}</td>", esc(s)),
@@ -826,7 +833,7 @@ pub fn render(r: &Report) -> String {
             t(x.result_type),
             t(x.rule.clone()),
             Cell::Num(x.sessions),
-            t(x.detail.clone()),
+            Cell::Detail(x.detail.clone()),
             t(x.last_seen.clone()),
         ]);
     }
