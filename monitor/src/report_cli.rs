@@ -108,7 +108,11 @@ pub fn main(args: ReportArgs) -> ExitCode {
             let usage = e.downcast_ref::<PolicyError>().is_some()
                 || matches!(
                     e.downcast_ref::<ReportError>(),
-                    Some(ReportError::Read { .. } | ReportError::Input { .. })
+                    Some(
+                        ReportError::Read { .. }
+                            | ReportError::Input { .. }
+                            | ReportError::EmptyWindow { .. }
+                    )
                 );
             ExitCode::from(if usage { 2 } else { 1 })
         }
@@ -122,7 +126,12 @@ fn run(args: ReportArgs) -> anyhow::Result<()> {
     };
     if let (Some(s), Some(u)) = (window.since, window.until) {
         if s >= u {
-            anyhow::bail!("--since must be before --until");
+            let t = |x: i64| mxcert::timefmt::rfc3339_ms(x * 1_000_000_000);
+            return Err(ReportError::EmptyWindow {
+                since: t(s),
+                until: t(u),
+            }
+            .into());
         }
     }
     let policy = args.policy.as_deref().map(Policy::load).transpose()?;

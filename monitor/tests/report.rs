@@ -865,6 +865,12 @@ fn unusable_input_says_what_to_do() {
         "{}",
         o.stderr
     );
+    let o = report(
+        &[Path::new("pcaps/README.md")],
+        &["--since", "2026-12-01", "--until", "2026-11-01"],
+    );
+    assert_eq!(o.code, 2);
+    assert!(o.stderr.contains("is not before --until"), "{}", o.stderr);
     let o = report(&[Path::new("pcaps/README.md")], &["--format", "json"]);
     assert_eq!(o.code, 0, "a file of non-records is data: {}", o.stderr);
     let rep: Value = serde_json::from_str(&o.stdout).unwrap();

@@ -47,6 +47,9 @@ pub enum ReportError {
     /// An input backend failed (ClickHouse unreachable, bad query).
     #[error("input {input}: {message}")]
     Input { input: String, message: String },
+    /// `--since` is not before `--until`: the window holds nothing.
+    #[error("--since {since} is not before --until {until}; swap them or widen the window")]
+    EmptyWindow { since: String, until: String },
 }
 
 /// Output formats of `mxcert report --format`.
