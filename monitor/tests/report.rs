@@ -591,6 +591,32 @@ fn inbound_gateway_report_matches_ground_truth() {
         .iter()
         .any(|c| c.as_str().unwrap().contains("No outbound sessions")));
 
+    // Break dates: each presented client certificate's notAfter, with its sessions.
+    let mut want: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for v in t
+        .sessions
+        .iter()
+        .filter(|v| !chain(v, "client_chain").is_empty())
+    {
+        let leaf = chain(v, "client_chain")[0];
+        let na = t.certs[leaf]["not_after"].as_str().unwrap().to_string();
+        *want.entry((na, leaf.to_string())).or_default() += 1;
+    }
+    let got: BTreeMap<(String, String), u64> = rep["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["section"] == "inbound_client_certs" && e["event"] == "certificate_expires")
+        .map(|e| {
+            let key = (
+                e["date"].as_str().unwrap().to_string(),
+                e["cert_sha256"].as_str().unwrap().to_string(),
+            );
+            (key, n(e, &["sessions"]))
+        })
+        .collect();
+    assert_eq!(got, want, "break dates of the inbound client certificates");
+
     // At a later date every client certificate of the test PKI (notAfter 2031-01-01) expired.
     let later = parse_date("2031-06-01").unwrap();
     let rep2 = report_json(&[&rec], &["--at", "2031-06-01"]);

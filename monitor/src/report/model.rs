@@ -952,19 +952,19 @@ fn timeline(cx: &Ctx) -> Vec<TimelineEvent> {
             .add(peer);
     };
     for s in &cx.ds.sessions {
-        let leaves: [(&'static str, Option<&Sym>, String); 2] = [
+        // Sessions of unknown direction count in both client-certificate sections, as
+        // everywhere in the report.
+        let client = s.tls.client_chain.first();
+        let leaves: [(&'static str, Option<&Sym>, String); 3] = [
             (
-                if s.direction == "inbound" {
-                    "inbound_client_certs"
-                } else {
-                    "outbound_our_certificate"
-                },
-                s.tls.client_chain.first(),
-                if s.direction == "inbound" {
-                    s.client_ip.to_string()
-                } else {
-                    s.server_ip.to_string()
-                },
+                "inbound_client_certs",
+                client.filter(|_| is_in(s)),
+                s.client_ip.to_string(),
+            ),
+            (
+                "outbound_our_certificate",
+                client.filter(|_| is_out(s)),
+                s.server_ip.to_string(),
             ),
             (
                 "outbound_strict_validation",
