@@ -14,7 +14,7 @@ usage: cargo xtask <command>
 commands:
   setup    install what the build and tests need (apt packages when missing)
   test     the whole test suite: setup, cargo fmt --check, clippy -D warnings, cargo test
-  demo     read the shipped sample captures (pcaps/) and print the summary and records path
+  demo     read the shipped sample captures (pcaps/), write records and the HTML report, print the text report
   pcaps    regenerate the fixture captures in pcaps/ with real Postfix/Exim/swaks (root, ~3 min)
   bench    throughput and memory figures of `mxcert read` on synthetic captures
            (`bench clickhouse`: sink throughput and --clickhouse overhead vs JSON lines)";
@@ -129,6 +129,18 @@ fn demo(root: &Path) -> Result<()> {
         .args(["--local-net", "198.18.0.1/32", "--out"])
         .arg(&out))?;
     println!("records: {}", out.display());
+    // The impact report: the HTML file for the change meeting, and the text one here.
+    let mxcert = root.join("target/release/mxcert");
+    let html = root.join("mxcert-out/report.html");
+    run(Command::new(&mxcert)
+        .args(["report", "--format", "html", "--from"])
+        .arg(&out)
+        .arg("--out")
+        .arg(&html))?;
+    run(Command::new(&mxcert)
+        .args(["report", "--format", "text", "--from"])
+        .arg(&out))?;
+    println!("report: {} (open it in a browser)", html.display());
     Ok(())
 }
 

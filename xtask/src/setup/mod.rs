@@ -13,6 +13,7 @@ use crate::run;
 
 mod clickhouse;
 mod ebpf;
+mod report;
 
 /// Everything the whole test suite needs.
 pub fn all() -> Result<()> {
@@ -21,6 +22,7 @@ pub fn all() -> Result<()> {
     apt_install(&["iproute2", "iputils-ping", "ethtool"])?;
     clickhouse::install(&crate::repo_root())?;
     ebpf::install()?;
+    report::install()?;
     Ok(())
 }
 
