@@ -215,6 +215,11 @@ impl EbpfSource {
         &self.program_ids
     }
 
+    /// Whether the kernel map holds `flow` as done (for tests and debugging).
+    pub fn is_marked(&self, flow: &FlowTuple) -> bool {
+        self.flows.get(&flow_key(flow), 0).is_ok()
+    }
+
     /// All counters, kernel and user side.
     pub fn stats(&self) -> EbpfCounters {
         let get = |idx: u32| -> u64 {
