@@ -592,6 +592,14 @@ mod tests {
             assert!(!why.is_empty());
             if object().is_none() {
                 assert!(why.contains("cargo xtask setup"));
+                // open() reports the same reason as Unavailable, so `auto` falls back.
+                match EbpfSource::open(&["lo".into()], &[25]) {
+                    Err(LiveError::Unavailable { backend, reason }) => {
+                        assert_eq!((backend, reason.as_str()), (BACKEND, NO_OBJECT));
+                    }
+                    Err(e) => panic!("expected Unavailable, got {e}"),
+                    Ok(_) => panic!("opened without an object"),
+                }
             }
         }
     }
