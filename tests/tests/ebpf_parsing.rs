@@ -87,7 +87,7 @@ fn ipv4(opt_words: usize, frag: u16, l4: Vec<u8>) -> Vec<u8> {
     h.extend(total.to_be_bytes());
     h.extend([0, 1]);
     h.extend(frag.to_be_bytes());
-    h.extend([64, 6, 0, 0, 198, 18, 29, 1, 198, 18, 29, 2]);
+    h.extend([64, 6, 0, 0, 198, 18, 27, 1, 198, 18, 27, 2]);
     h.extend(std::iter::repeat_n(1u8, opt_words * 4));
     h.extend(l4);
     h

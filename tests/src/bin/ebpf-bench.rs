@@ -132,7 +132,7 @@ fn main() -> Result<()> {
         .nth(1)
         .map_or(Ok(128), |s| s.parse())
         .context("usage: ebpf-bench [MB per transfer, default 128]")?;
-    let pair = NetnsPair::create("mxeb9", 29)?;
+    let pair = NetnsPair::create("mxebb", 29)?;
     // BPF run-time statistics are off by default (they cost two clock reads per run); on
     // while this fd is open (kernel/bpf/syscall.c, BPF_ENABLE_STATS).
     let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enable BPF stats")?;
