@@ -163,6 +163,8 @@ mod program {
             cap_len = (l3.l4 as u32 + doff).min(frame_len);
             flags |= FLAG_HEADERS_ONLY;
             count(counter::HEADERS_ONLY, 1);
+            // A FIN often rides on the last data of a super-packet: its payload is cut too.
+            count(counter::CUT_OFF_BYTES, u64::from(frame_len - cap_len));
         }
         if cap_len > MAX_FRAME {
             cap_len = MAX_FRAME;
