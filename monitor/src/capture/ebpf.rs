@@ -455,9 +455,11 @@ fn load_error(what: &str, e: &(dyn std::error::Error + 'static)) -> LiveError {
             // EPERM is a missing capability; EACCES is the verifier's rejection (a bug).
             permission |= io.raw_os_error() == Some(libc::EPERM);
         }
-        if !std::ptr::eq(err, e) {
+        let text = err.to_string();
+        // aya's messages often repeat their source; keep each text once.
+        if !std::ptr::eq(err, e) && !chain.contains(&text) {
             chain.push_str(": ");
-            chain.push_str(&err.to_string());
+            chain.push_str(&text);
         }
         src = err.source();
     }
