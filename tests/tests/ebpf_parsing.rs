@@ -5,11 +5,14 @@
 //! port.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::process::Command;
+
+use mxcert::capture::{decode, DecodeOutcome, LinkType, LiveSource};
 
 use mxcert_system_tests::ebpf::{
     collect, exchange_to, open_on_server, require_ebpf, stream, test_bytes,
 };
-use mxcert_system_tests::netns::{run, NetnsPair, Side};
+use mxcert_system_tests::netns::{run, NetnsGuard, NetnsPair, Side};
 
 fn ip(pair: &NetnsPair, side: Side, args: &[&str]) {
     run(pair.command(side, "ip").args(args)).expect("ip");
@@ -183,7 +186,6 @@ fn crafted_frames_are_parsed_like_the_offline_decoder() {
     let mut delivered = Vec::new();
     let start = std::time::Instant::now();
     while start.elapsed() < std::time::Duration::from_secs(2) {
-        use mxcert::capture::LiveSource;
         source
             .poll(std::time::Duration::from_millis(50), &mut |p| {
                 if let mxcert::capture::DecodeOutcome::Tcp(t) =
@@ -261,4 +263,99 @@ fn ipv6_extension_headers_are_walked() {
         "no frame with extension headers was delivered"
     );
     assert_eq!(stream(&seen, x.client, server), upload);
+}
+
+/// A network namespace of its own (for the tun test), deleted on drop.
+struct Netns(&'static str);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", self.0]).output();
+    }
+}
+
+#[test]
+fn l3_interface_frames_arrive_as_raw_ip() {
+    if !require_ebpf("l3_interface_frames_arrive_as_raw_ip") {
+        return;
+    }
+    use std::io::{Read, Write};
+    use std::os::fd::{AsRawFd, FromRawFd};
+
+    // A tun device (ARPHRD_NONE: no link header at TC) in a namespace of its own; the test holds
+    // its file descriptor, so it reads what the kernel sends out and writes what it receives.
+    let ns = Netns("mxebt-tun");
+    let _ = Command::new("ip").args(["netns", "del", ns.0]).output();
+    run(Command::new("ip").args(["netns", "add", ns.0])).expect("netns");
+    let _inside = NetnsGuard::enter_path(&format!("/run/netns/{}", ns.0)).expect("enter");
+    // SAFETY: open(2) + TUNSETIFF on an ifreq we own (include/uapi/linux/if_tun.h).
+    let mut tun = unsafe {
+        let fd = libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+        assert!(fd >= 0, "/dev/net/tun: {}", std::io::Error::last_os_error());
+        let file = std::fs::File::from_raw_fd(fd);
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (d, s) in req.ifr_name.iter_mut().zip(b"mxebt0") {
+            *d = *s as libc::c_char;
+        }
+        req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+        let r = libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req);
+        assert_eq!(r, 0, "TUNSETIFF: {}", std::io::Error::last_os_error());
+        file
+    };
+    for args in [
+        &["addr", "add", "198.18.28.129/25", "dev", "mxebt0"][..],
+        &["link", "set", "mxebt0", "up"],
+    ] {
+        run(Command::new("ip").args(args)).expect("ip");
+    }
+    let mut source =
+        mxcert::capture::ebpf::EbpfSource::open(&["mxebt0".to_string()], &[25]).expect("open");
+
+    // Egress: a SYN to a peer behind the tun (nobody answers; the connect times out).
+    let connect = std::thread::spawn(|| {
+        let _inside = NetnsGuard::enter_path("/run/netns/mxebt-tun").expect("enter");
+        let to: SocketAddr = "198.18.28.130:25".parse().unwrap();
+        let _ = std::net::TcpStream::connect_timeout(&to, std::time::Duration::from_millis(300));
+    });
+    // Read what leaves through the tun (IPv6 router solicitations too) until the IPv4 SYN.
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe { libc::fcntl(tun.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    let mut buf = [0u8; 1500];
+    let start = std::time::Instant::now();
+    let n = loop {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(2),
+            "no SYN left the tun"
+        );
+        match tun.read(&mut buf) {
+            Ok(n) if n >= 20 && buf[0] >> 4 == 4 && buf[9] == 6 => break n,
+            Ok(_) => {}
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+        }
+    };
+    // Ingress: a segment from the peer, written into the tun.
+    let mut pkt = ipv4(0, 0, tcp(25, 40000, b"tun-in"));
+    pkt[12..20].copy_from_slice(&[198, 18, 28, 130, 198, 18, 28, 129]);
+    tun.write_all(&pkt).expect("write into the tun");
+    connect.join().unwrap();
+
+    let mut got = Vec::new();
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(1) {
+        source
+            .poll(std::time::Duration::from_millis(50), &mut |p| {
+                if let DecodeOutcome::Tcp(t) = decode(p.link, p.data) {
+                    got.push((p.link, t.flags.syn(), t.payload.to_vec()));
+                }
+            })
+            .expect("poll");
+    }
+    assert!(
+        got.iter().any(|g| g.0 == LinkType::RAW && g.1),
+        "the SYN ({n} bytes) was not delivered as raw IP: {got:?}"
+    );
+    assert!(
+        got.iter().any(|g| g.0 == LinkType::RAW && g.2 == b"tun-in"),
+        "the incoming segment was not delivered as raw IP: {got:?}"
+    );
 }
