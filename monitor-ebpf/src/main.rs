@@ -117,7 +117,7 @@ mod program {
             (skb.ifindex, skb.len, skb.protocol)
         };
         // SAFETY: plain lookup; the value is only read.
-        let raw_ip = unsafe { MXCERT_IFACES.get(&ifindex) }.is_some_and(|v| *v & IFACE_RAW_IP != 0);
+        let raw_ip = unsafe { MXCERT_IFACES.get(ifindex) }.is_some_and(|v| *v & IFACE_RAW_IP != 0);
         let mut flags = dir;
         let (mut ethertype, mut off) = if raw_ip {
             flags |= FLAG_RAW_IP;
@@ -142,7 +142,7 @@ mod program {
         let dport = be16(ctx, l3.l4 + 2)?;
         // SAFETY: plain lookups.
         let watched =
-            unsafe { MXCERT_PORTS.get(&sport).is_some() || MXCERT_PORTS.get(&dport).is_some() };
+            unsafe { MXCERT_PORTS.get(sport).is_some() || MXCERT_PORTS.get(dport).is_some() };
         if !watched {
             return Ok(());
         }
@@ -151,7 +151,7 @@ mod program {
         let mut cap_len = frame_len;
         let key = FlowKey::new(l3.src, sport, l3.dst, dport);
         // SAFETY: plain lookup; the value is only read.
-        if unsafe { MXCERT_FLOWS.get(&key) }.is_some_and(|s| s.flags & FLOW_DONE != 0) {
+        if unsafe { MXCERT_FLOWS.get(key) }.is_some_and(|s| s.flags & FLOW_DONE != 0) {
             let tcp_flags = u8_at(ctx, l3.l4 + 13)?;
             if tcp_flags & (TCP_FIN | TCP_RST) == 0 {
                 count(counter::CUT_OFF, 1);
