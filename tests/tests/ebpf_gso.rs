@@ -66,3 +66,39 @@ fn gso_super_packets_arrive_whole() {
     assert_eq!((s.truncated, s.ring_full, s.incomplete), (0, 0, 0), "{s:?}");
     assert_eq!(source.counters().dropped, 0);
 }
+
+/// When user space falls behind, the ring fills: what is lost is counted (`ring_full`, surfacing
+/// as `dropped`), frames missing a chunk are discarded rather than handed over cut, and every
+/// frame that is handed over is still whole and decodable. The mail flow itself is unaffected.
+#[test]
+fn a_full_ring_is_counted_never_silent() {
+    if !require_ebpf("a_full_ring_is_counted_never_silent") {
+        return;
+    }
+    // Same subnet as the test above, other namespaces: addresses never meet across namespaces.
+    let pair = NetnsPair::create("mxebc", 21).expect("namespaces");
+    pair.set_offloads(true).expect("ethtool");
+    let mut source = open_on_server(&pair, &[587]).expect("open");
+    // 24 MB with nobody reading: three times the 8 MiB ring.
+    let upload = test_bytes(24 << 20, 41);
+    let x = exchange(&pair, 587, upload.clone(), b"250 ok\r\n".to_vec(), None);
+    let x = x.join().unwrap().expect("exchange");
+    assert_eq!(x.server_got, mxcert_system_tests::ebpf::sha256(&upload));
+    let seen = collect(&mut source, || true).expect("drain");
+    let s = source.stats();
+    eprintln!(
+        "ring full: {} frames lost, {} incomplete discarded, {} delivered ({} MB)",
+        s.ring_full,
+        s.incomplete,
+        seen.len(),
+        s.frame_bytes >> 20
+    );
+    assert!(s.ring_full > 0, "the ring never filled: {s:?}");
+    assert_eq!(source.counters().dropped, s.ring_full);
+    assert!(s.incomplete <= s.ring_full, "{s:?}");
+    assert!(s.frame_bytes <= u64::from(mxcert_ebpf::RING_BYTES), "{s:?}");
+    assert!(
+        seen.iter().all(|f| f.len as u32 == f.orig_len),
+        "a frame was handed over cut"
+    );
+}
