@@ -412,7 +412,9 @@ impl LiveSource for EbpfSource {
         SourceCounters {
             packets: s.frames,
             bytes: s.frame_bytes,
-            dropped: s.ring_full + s.bad_records,
+            // Frames lost whole or in part: ring full, a failed copy, a record that made no
+            // sense. (Frames cut at MAX_FRAME are delivered, and counted in `stats().truncated`.)
+            dropped: s.ring_full + s.load_errors + s.bad_records,
             if_dropped: 0,
             cut_off: s.cut_off,
         }
