@@ -18,12 +18,22 @@ fn links_of(prog_ids: &[u32]) -> usize {
         .count()
 }
 
-/// Links whose program is one of `prog_ids`, per `bpftool -j link show`.
+/// Links whose program is one of `prog_ids`, per `bpftool -j link show`. bpftool gives up
+/// when a link vanishes between listing its id and opening it (EAGAIN; other tests detach
+/// concurrently), so it is retried.
 fn bpftool_links_of(prog_ids: &[u32]) -> usize {
-    let out = Command::new("bpftool")
-        .args(["-j", "link", "show"])
-        .output()
-        .expect("bpftool (installed by `cargo xtask setup`)");
+    let mut tries = 0;
+    let out = loop {
+        let out = Command::new("bpftool")
+            .args(["-j", "link", "show"])
+            .output()
+            .expect("bpftool (installed by `cargo xtask setup`)");
+        tries += 1;
+        if out.status.success() || tries == 50 {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(out.status.success(), "bpftool link show: {out:?}");
     let json = String::from_utf8_lossy(&out.stdout);
     prog_ids
