@@ -73,6 +73,8 @@ mod program {
     #[map]
     static MXCERT_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
+    // The entry points follow the template's `prog` → `try_prog` split, except that the verdict
+    // is a constant: whatever the parse or copy did, the packet goes on unchanged.
     #[classifier]
     pub fn mxcert_tc_ingress(ctx: TcContext) -> i32 {
         let _ = try_mxcert_tc(&ctx, 0);
