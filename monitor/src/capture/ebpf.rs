@@ -688,6 +688,12 @@ mod tests {
     }
 
     #[test]
+    fn the_source_can_move_to_a_capture_thread() {
+        fn send<T: Send>() {}
+        send::<EbpfSource>();
+    }
+
+    #[test]
     fn availability_names_its_reason() {
         if let Err(why) = available() {
             assert!(!why.is_empty());
