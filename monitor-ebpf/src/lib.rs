@@ -197,6 +197,7 @@ pub mod wire {
 
     /// TCP flag bits (RFC 9293 §3.1, byte 13 of the header).
     pub const TCP_FIN: u8 = 0x01;
+    pub const TCP_SYN: u8 = 0x02;
     pub const TCP_RST: u8 = 0x04;
 }
 

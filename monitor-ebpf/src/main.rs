@@ -33,7 +33,7 @@ mod program {
     use mxcert_ebpf::wire::{
         ET_IPV4, ET_IPV6, ET_QINQ, ET_QINQ_OLD, ET_VLAN, IPPROTO_AH, IPPROTO_DSTOPTS,
         IPPROTO_FRAGMENT, IPPROTO_HIP, IPPROTO_HOPOPTS, IPPROTO_MOBILITY, IPPROTO_ROUTING,
-        IPPROTO_SHIM6, IPPROTO_TCP, TCP_FIN, TCP_RST,
+        IPPROTO_SHIM6, IPPROTO_TCP, TCP_FIN, TCP_RST, TCP_SYN,
     };
     use mxcert_ebpf::{
         counter, ipv4_mapped, ChunkHeader, FlowKey, FlowState, CHUNK, FLAG_EGRESS,
@@ -155,18 +155,23 @@ mod program {
         // SAFETY: plain lookup; the value is only read.
         if unsafe { MXCERT_FLOWS.get(key) }.is_some_and(|s| s.flags & FLOW_DONE != 0) {
             let tcp_flags = u8_at(ctx, l3.l4 + 13)?;
-            if tcp_flags & (TCP_FIN | TCP_RST) == 0 {
+            if tcp_flags & TCP_SYN != 0 {
+                // A new connection on the same 4-tuple (the old one's close was never
+                // reported): forget the mark and copy it like any other.
+                let _ = MXCERT_FLOWS.remove(key);
+            } else if tcp_flags & (TCP_FIN | TCP_RST) == 0 {
                 count(counter::CUT_OFF, 1);
                 count(counter::CUT_OFF_BYTES, u64::from(frame_len));
                 return Ok(());
+            } else {
+                // FIN/RST of a done flow: the headers (so the session closes), not the payload.
+                let doff = u32::from(u8_at(ctx, l3.l4 + 12)? >> 4) * 4;
+                cap_len = (l3.l4 as u32 + doff).min(frame_len);
+                flags |= FLAG_HEADERS_ONLY;
+                count(counter::HEADERS_ONLY, 1);
+                // A FIN often rides on the last data of a super-packet: its payload is cut too.
+                count(counter::CUT_OFF_BYTES, u64::from(frame_len - cap_len));
             }
-            // FIN/RST of a done flow: the headers (so the session closes), not the payload.
-            let doff = u32::from(u8_at(ctx, l3.l4 + 12)? >> 4) * 4;
-            cap_len = (l3.l4 as u32 + doff).min(frame_len);
-            flags |= FLAG_HEADERS_ONLY;
-            count(counter::HEADERS_ONLY, 1);
-            // A FIN often rides on the last data of a super-packet: its payload is cut too.
-            count(counter::CUT_OFF_BYTES, u64::from(frame_len - cap_len));
         }
         if cap_len > MAX_FRAME {
             cap_len = MAX_FRAME;

@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::process::Command;
 
-use mxcert::capture::{decode, DecodeOutcome, LinkType, LiveSource};
+use mxcert::capture::{decode, DecodeOutcome, FlowTuple, LinkType, LiveSource};
 
 use mxcert_system_tests::ebpf::{
     collect, exchange_to, open_on_server, require_ebpf, stream, test_bytes,
@@ -72,12 +72,17 @@ fn eth(tags: &[(u16, u16)], ethertype: u16, l3: Vec<u8>) -> Vec<u8> {
 
 /// TCP header (no options, PSH|ACK) + payload; checksums are not checked at TC.
 fn tcp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    tcp_flags(sport, dport, 0x18, payload)
+}
+
+/// TCP header with the given flags byte (RFC 9293 §3.1) + payload.
+fn tcp_flags(sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
     let mut t = Vec::new();
     t.extend(sport.to_be_bytes());
     t.extend(dport.to_be_bytes());
     t.extend(1000u32.to_be_bytes());
     t.extend(0u32.to_be_bytes());
-    t.extend([0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+    t.extend([0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
     t.extend(payload);
     t
 }
@@ -207,6 +212,63 @@ fn crafted_frames_are_parsed_like_the_offline_decoder() {
     let s = source.stats();
     assert_eq!(s.fragments, 1, "{s:?}");
     assert_eq!(s.matched, expected.len() as u64, "{s:?}");
+
+    // The cutoff on one flow: data is not copied, a FIN comes as headers only, and a SYN on
+    // the same 4-tuple (a new connection whose predecessor's close was never reported) clears
+    // the mark, so the new connection is copied again.
+    let flow = FlowTuple::new(
+        "198.18.27.1:40010".parse().unwrap(),
+        "198.18.27.2:25".parse().unwrap(),
+    );
+    source.flow_done(&flow);
+    assert!(source.is_marked(&flow));
+    let seg = |flags: u8, payload: &[u8]| {
+        eth(
+            &[],
+            0x0800,
+            ipv4(0, 0, tcp_flags(40010, 25, flags, payload)),
+        )
+    };
+    {
+        let _ns = pair.enter(Side::Server).expect("enter");
+        send_raw(&pair.server_if, &[seg(0x18, b"cut-body")]);
+        send_raw(&pair.server_if, &[seg(0x11, b"fin-payload")]);
+    }
+    let got = drain(&mut source);
+    assert_eq!(got.len(), 1, "only the FIN: {got:?}");
+    assert!(
+        got[0].0 & 0x01 != 0 && got[0].1.is_empty(),
+        "FIN without its payload: {got:?}"
+    );
+    {
+        let _ns = pair.enter(Side::Server).expect("enter");
+        send_raw(
+            &pair.server_if,
+            &[seg(0x02, b""), seg(0x18, b"new-connection")],
+        );
+    }
+    let got = drain(&mut source);
+    assert!(!source.is_marked(&flow), "the SYN did not clear the mark");
+    let payloads: Vec<&[u8]> = got.iter().map(|g| g.1.as_slice()).collect();
+    assert_eq!(payloads, [b"".as_slice(), b"new-connection".as_slice()]);
+    let s = source.stats();
+    assert_eq!((s.cut_off, s.headers_only), (1, 1), "{s:?}");
+}
+
+/// (TCP flags, payload) of every frame delivered within 500 ms.
+fn drain(source: &mut mxcert::capture::ebpf::EbpfSource) -> Vec<(u8, Vec<u8>)> {
+    let mut got = Vec::new();
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_millis(500) {
+        source
+            .poll(std::time::Duration::from_millis(50), &mut |p| {
+                if let DecodeOutcome::Tcp(t) = decode(p.link, p.data) {
+                    got.push((t.flags.0, t.payload.to_vec()));
+                }
+            })
+            .expect("poll");
+    }
+    got
 }
 
 #[test]
