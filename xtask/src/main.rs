@@ -17,7 +17,8 @@ commands:
   demo     read the shipped sample captures (pcaps/), write records and the HTML report, print the text report
   pcaps    regenerate the fixture captures in pcaps/ with real Postfix/Exim/swaks (root, ~3 min)
   bench    throughput and memory figures of `mxcert read` on synthetic captures
-           (`bench clickhouse`: sink throughput and --clickhouse overhead vs JSON lines)";
+           (`bench clickhouse`: sink throughput and --clickhouse overhead vs JSON lines)
+  bench-ebpf [MB]  cost of the eBPF capture path: throughput and ns/packet in namespaces (root)";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,6 +29,20 @@ fn main() -> Result<()> {
         Some("demo") => demo(&root),
         Some("pcaps") => run(Command::new("bash").arg(root.join("pcaps/make.sh"))),
         Some("bench") => bench(&root, &args[1..]),
+        Some("bench-ebpf") => run(Command::new(
+            std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
+        )
+        .current_dir(&root)
+        .args([
+            "run",
+            "--release",
+            "-p",
+            "mxcert-system-tests",
+            "--bin",
+            "ebpf-bench",
+            "--",
+        ])
+        .args(&args[1..])),
         Some("-h") | Some("--help") | None => {
             println!("{USAGE}");
             Ok(())
