@@ -257,6 +257,19 @@ pub fn scrape(pair: &NetnsPair, port: u16) -> Result<String> {
     Ok(text)
 }
 
+/// Scrapes until `ready` holds for the exposition (the daemon re-renders it once a second), at
+/// most 10 s; returns the last scrape either way, for the caller's assertions.
+pub fn scrape_when(pair: &NetnsPair, port: u16, ready: impl Fn(&str) -> bool) -> Result<String> {
+    let start = std::time::Instant::now();
+    loop {
+        let text = scrape(pair, port)?;
+        if ready(&text) || start.elapsed() > Duration::from_secs(10) {
+            return Ok(text);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// The value of one sample (`name{labels}` exactly as exposed) in a scrape.
 pub fn metric(text: &str, sample: &str) -> Option<u64> {
     text.lines().find_map(|l| {

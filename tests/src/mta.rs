@@ -12,6 +12,36 @@ use anyhow::{bail, Context, Result};
 
 use crate::netns::{run, NetnsPair, Side};
 
+/// True when root and the mail tools (Postfix, swaks, tcpdump, python3; installed by
+/// `cargo xtask setup`) are present. Otherwise prints why the calling test is skipped, except
+/// under CI, where a missing prerequisite is a failure.
+pub fn require_mta(test: &str) -> bool {
+    if !crate::netns::require_root(test) {
+        return false;
+    }
+    let missing: Vec<&str> = ["postfix", "swaks", "tcpdump", "python3", "ss"]
+        .into_iter()
+        .filter(|t| {
+            !std::env::var_os("PATH").is_some_and(|path| {
+                std::env::split_paths(&path).any(|d| d.join(t).is_file())
+                    || Path::new("/usr/sbin").join(t).is_file()
+            })
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!(
+        "{test}: needs {} (run `cargo xtask setup`)",
+        missing.join(", ")
+    );
+    if std::env::var_os("CI").is_some_and(|v| v == "true") {
+        panic!("{msg}");
+    }
+    eprintln!("{msg}: SKIPPED");
+    false
+}
+
 /// The fixture PKI (pcaps/certs, made by pcaps/certs.sh).
 pub fn certs_dir() -> PathBuf {
     crate::repo_root().join("pcaps/certs")

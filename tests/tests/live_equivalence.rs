@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use mxcert_system_tests::live::{self, Capture};
 use mxcert_system_tests::mta::{self, certs_dir, Postfix, PostfixOpts, Tcpdump, WorkDir};
-use mxcert_system_tests::netns::{require_root, NetnsPair, Side};
+use mxcert_system_tests::netns::{NetnsPair, Side};
 
 const METRICS_PORT: u16 = 19300;
 
 fn equivalence(backend: &str, prefix: &str, subnet: u8) {
-    if !require_root("live_equivalence") {
+    if !mta::require_mta("live_equivalence") {
         return;
     }
     let work = WorkDir::new(&format!("live-eq-{backend}")).expect("work dir");
@@ -136,8 +136,10 @@ fn equivalence(backend: &str, prefix: &str, subnet: u8) {
         .expect("delivered");
     assert_eq!(mail.len(), sessions.len());
 
-    std::thread::sleep(Duration::from_millis(500));
-    let scrape = live::scrape(&pair, METRICS_PORT).expect("metrics");
+    let scrape = live::scrape_when(&pair, METRICS_PORT, |t| {
+        live::metric(t, "mxcert_sessions_total{outcome=\"no_tls\"}") == Some(1)
+    })
+    .expect("metrics");
     let established = live::metric(&scrape, "mxcert_sessions_total{outcome=\"established\"}");
     assert_eq!(established, Some(5), "metrics:\n{scrape}");
     let pkts = live::metric(

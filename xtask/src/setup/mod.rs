@@ -11,11 +11,14 @@ use anyhow::{bail, Context, Result};
 
 use crate::run;
 
+mod live;
+
 /// Everything the whole test suite needs.
 pub fn all() -> Result<()> {
     rustup_components("stable", &["rustfmt", "clippy"])?;
     // System tests build hosts out of network namespaces (tests/src/netns.rs).
     apt_install(&["iproute2", "iputils-ping", "ethtool"])?;
+    live::install()?;
     Ok(())
 }
 
