@@ -52,13 +52,32 @@ impl Capture {
         log: &Path,
         args: &[S],
     ) -> Result<Capture> {
-        let bin = mxcert_bin()?;
-        let child = pair
-            .command(Side::Server, bin.to_str().context("binary path")?)
-            .args(["capture", "--iface", &pair.server_if, "--out"])
+        let mut cmd = Capture::command(pair, &[], &mxcert_bin()?);
+        cmd.args(["capture", "--iface", &pair.server_if, "--out"])
             .arg(out)
-            .args(args)
-            .env("RUST_LOG", "info")
+            .args(args);
+        Capture::spawn(cmd, out, log)
+    }
+
+    /// `mxcert` in the server namespace behind `wrapper` (e.g. `setpriv ...`), with its
+    /// RUST_LOG set; the caller adds the arguments.
+    pub fn command(pair: &NetnsPair, wrapper: &[&str], bin: &Path) -> Command {
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = pair.command(Side::Server, first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => pair.command(Side::Server, &bin.display().to_string()),
+        };
+        cmd.env("RUST_LOG", "info");
+        cmd
+    }
+
+    /// Spawns a prepared `mxcert capture` command with stderr to `log` and waits (bounded)
+    /// until it logs that capture started.
+    pub fn spawn(mut cmd: Command, out: &Path, log: &Path) -> Result<Capture> {
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log)?)
             .spawn()
