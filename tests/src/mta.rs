@@ -183,6 +183,20 @@ pub struct PostfixOpts {
     pub main_cf: Vec<String>,
 }
 
+impl PostfixOpts {
+    /// TLS with the fixture certificate `name` (pcaps/certs/<name>.key + <name>.chain.pem).
+    pub fn cert(name: &str) -> PostfixOpts {
+        let c = certs_dir();
+        PostfixOpts {
+            chain_files: vec![
+                c.join(format!("{name}.key")),
+                c.join(format!("{name}.chain.pem")),
+            ],
+            ..PostfixOpts::default()
+        }
+    }
+}
+
 impl Postfix {
     pub fn start(pair: &NetnsPair, dir: PathBuf, opts: &PostfixOpts) -> Result<Postfix> {
         let ip = pair.server_ip.to_string();

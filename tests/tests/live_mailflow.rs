@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use mxcert_system_tests::live::{self, Capture};
-use mxcert_system_tests::mta::{self, certs_dir, Postfix, PostfixOpts, WorkDir};
+use mxcert_system_tests::mta::{self, Postfix, PostfixOpts, WorkDir};
 use mxcert_system_tests::netns::{NetnsPair, Side};
 
 const METRICS_PORT: u16 = 19310;
@@ -42,16 +42,8 @@ fn mail_flow(backend: &str, prefix: &str, subnet: u8) {
     let work = WorkDir::new(&format!("live-mail-{backend}")).expect("work dir");
     let pair = NetnsPair::create(prefix, subnet).expect("namespaces");
     pair.set_offloads(true).expect("offloads on");
-    let c = certs_dir();
-    let pf = Postfix::start(
-        &pair,
-        work.join("postfix"),
-        &PostfixOpts {
-            chain_files: vec![c.join("srv_both.key"), c.join("srv_both.chain.pem")],
-            ..PostfixOpts::default()
-        },
-    )
-    .expect("postfix");
+    let pf = Postfix::start(&pair, work.join("postfix"), &PostfixOpts::cert("srv_both"))
+        .expect("postfix");
     let msg = message();
     let eml = work.join("message.eml");
     // swaks ends DATA with its own CRLF "." CRLF: the file leaves out the last line end, which

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use mxcert_system_tests::live::{self, Capture};
-use mxcert_system_tests::mta::{self, certs_dir, set_mode, Postfix, PostfixOpts, WorkDir};
+use mxcert_system_tests::mta::{self, set_mode, Postfix, PostfixOpts, WorkDir};
 use mxcert_system_tests::netns::{NetnsPair, Side};
 
 /// `setpriv` arguments for user nobody with `caps` as inheritable + ambient capabilities (what
@@ -34,16 +34,8 @@ fn unprivileged_daemon_with_cap_net_raw_captures_and_names_missing_capabilities(
     }
     let work = WorkDir::new("live-priv").expect("work dir");
     let pair = NetnsPair::create("mxlv4", 34).expect("namespaces");
-    let c = certs_dir();
-    let _pf = Postfix::start(
-        &pair,
-        work.join("postfix"),
-        &PostfixOpts {
-            chain_files: vec![c.join("srv_both.key"), c.join("srv_both.chain.pem")],
-            ..PostfixOpts::default()
-        },
-    )
-    .expect("postfix");
+    let _pf = Postfix::start(&pair, work.join("postfix"), &PostfixOpts::cert("srv_both"))
+        .expect("postfix");
     // A copy of the binary and an output directory that user nobody can use.
     let bin = work.join("mxcert");
     std::fs::copy(live::mxcert_bin().unwrap(), &bin).expect("copy binary");

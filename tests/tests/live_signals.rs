@@ -6,20 +6,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use mxcert_system_tests::live::{self, Capture};
-use mxcert_system_tests::mta::{self, certs_dir, wait_for, Postfix, PostfixOpts, WorkDir};
+use mxcert_system_tests::mta::{self, wait_for, Postfix, PostfixOpts, WorkDir};
 use mxcert_system_tests::netns::{NetnsPair, Side};
 
 fn server(pair: &NetnsPair, work: &WorkDir) -> Postfix {
-    let c = certs_dir();
-    Postfix::start(
-        pair,
-        work.join("postfix"),
-        &PostfixOpts {
-            chain_files: vec![c.join("srv_both.key"), c.join("srv_both.chain.pem")],
-            ..PostfixOpts::default()
-        },
-    )
-    .expect("postfix")
+    Postfix::start(pair, work.join("postfix"), &PostfixOpts::cert("srv_both")).expect("postfix")
 }
 
 /// A TLS 1.2 STARTTLS session; with `quiet`, waits until the server has no connection left.
