@@ -72,33 +72,8 @@ install_deps() {
         pip install -q cryptography 2>/dev/null || pip install -q --break-system-packages cryptography 2>/dev/null \
             || apt_install python3-cryptography
     fi
-    # Exim conflicts with Postfix as a package: unpack the binary privately.
-    EXIM_ROOT=/var/tmp/mxcert-pcaps-exim
-    if [[ ! -x $EXIM_ROOT/usr/sbin/exim4 ]]; then
-        log "fetching exim4-daemon-light + exim4-base (apt-get download, dpkg -x)"
-        local d; d=$(mktemp -d)
-        chmod 755 "$d"
-        if ! ( cd "$d" && apt-get download exim4-daemon-light exim4-base >&2 ); then
-            # stale or missing package lists: update once and retry
-            [[ $APT_UPDATED == 1 ]] || { apt-get -o DPkg::Lock::Timeout=300 update -q >&2; APT_UPDATED=1; }
-            ( cd "$d" && apt-get download exim4-daemon-light exim4-base >&2 )
-        fi
-        # the daemon's shared-library dependencies (exim4-base itself is not installed)
-        local libs=() l
-        for l in $(dpkg-deb -f "$d"/exim4-daemon-light_*.deb Depends | tr ',' '\n' \
-                   | sed 's/(.*//; s/|.*//; s/ //g' | grep '^lib'); do
-            dpkg -s "$l" >/dev/null 2>&1 || libs+=("$l")
-        done
-        if ((${#libs[@]})); then log "installing exim libraries ${libs[*]}"; apt_install "${libs[@]}"; fi
-        mkdir -p "$EXIM_ROOT"
-        for deb in "$d"/*.deb; do dpkg -x "$deb" "$EXIM_ROOT"; done
-        rm -rf "$d"
-    fi
-    if ldd "$EXIM_ROOT/usr/sbin/exim4" | grep -q 'not found'; then
-        die "exim4 has missing libraries: $(ldd "$EXIM_ROOT/usr/sbin/exim4" | grep 'not found' | tr '\n' ' ')"
-    fi
-    getent passwd Debian-exim >/dev/null || useradd --system --no-create-home --home-dir /nonexistent \
-        --shell /usr/sbin/nologin Debian-exim
+    # Exim conflicts with Postfix as a package: unpacked privately (shared with the live tests)
+    EXIM_ROOT=$(bash "$HERE/mta/exim-install.sh") || die "cannot install a private Exim"
 }
 
 # ------------------------------------------------------------------ cleanup
@@ -547,44 +522,7 @@ case_exim_server_tls12() {
     cp "$CERTS/srv_exim.chain.pem" "$CERTS/srv_exim.key" "$CERTS/root-ca.crt" "$e/"
     chown -R Debian-exim "$e"
     chmod 755 "$e"
-    cat > "$e/exim.conf" <<EOF
-primary_hostname = exim.test.example
-exim_path = $EXIM_ROOT/usr/sbin/exim4
-keep_environment =
-smtp_banner = \$primary_hostname ESMTP Exim \$version_number
-daemon_smtp_ports = 25
-local_interfaces = $SIP
-spool_directory = $e/spool
-log_file_path = $e/log/%slog
-pid_file_path = $e/exim.pid
-exim_user = Debian-exim
-exim_group = Debian-exim
-never_users = root
-host_lookup =
-rfc1413_hosts =
-rfc1413_query_timeout = 0s
-tls_advertise_hosts = *
-tls_certificate = $e/srv_exim.chain.pem
-tls_privatekey = $e/srv_exim.key
-tls_verify_certificates = $e/root-ca.crt
-tls_try_verify_hosts = *
-acl_smtp_rcpt = acl_rcpt
-acl_smtp_data = acl_data
-begin acl
-acl_rcpt:
-  accept
-acl_data:
-  accept
-begin routers
-discard_all:
-  driver = redirect
-  data = :blackhole:
-begin transports
-begin retry
-* * F,1h,10m
-begin rewrite
-begin authenticators
-EOF
+    sed "s|@DIR@|$e|g; s|@IP@|$SIP|g; s|@EXIM_ROOT@|$EXIM_ROOT|g" "$HERE/mta/exim.conf" > "$e/exim.conf"
     EXIM_PIDFILE=$e/exim.pid
     ip netns exec "$S_NS" "$EXIM_ROOT/usr/sbin/exim4" -C "$e/exim.conf" -bd \
         >"$e/stdout.log" 2>&1 || { cat "$e/stdout.log" "$e"/log/* >&2 2>/dev/null; die "exim did not start"; }

@@ -299,3 +299,87 @@ pub fn metric(text: &str, sample: &str) -> Option<u64> {
             .ok()
     })
 }
+
+/// Sum of all samples of a family (e.g. every `mxcert_sessions_total{outcome=...}`).
+pub fn metric_sum(text: &str, family: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")) || l.starts_with(&format!("{family} ")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// What an equivalence run saw.
+pub struct Equivalence {
+    /// The reference records (`mxcert read` of tcpdump's capture), sorted.
+    pub reference: Vec<String>,
+    /// Records found identical.
+    pub compared: usize,
+    /// The largest frame in the capture (above 1514: offloads produced super-packets).
+    pub largest_frame: u32,
+    /// The last metrics scrape before the stop.
+    pub scrape: String,
+}
+
+impl Equivalence {
+    pub fn count(&self, kind: &str) -> usize {
+        let p = format!("{{\"record\":\"{kind}\"");
+        self.reference.iter().filter(|l| l.starts_with(&p)).count()
+    }
+}
+
+/// Runs `traffic` while `mxcert capture --backend <backend> <flags>` and tcpdump both watch
+/// the server interface, stops both (mxcert with SIGTERM, which must exit 0), reads tcpdump's
+/// file with `mxcert read <flags>` and asserts that the records are the same (see
+/// [`assert_same_records`]). `sessions` is how many sessions the traffic makes; the metrics
+/// must show them all before the stop.
+pub fn equivalence(
+    pair: &NetnsPair,
+    work: &Path,
+    backend: &str,
+    flags: &[String],
+    metrics_port: u16,
+    sessions: u64,
+    traffic: impl FnOnce(),
+) -> Equivalence {
+    let tcpdump =
+        crate::mta::Tcpdump::start(pair, Side::Server, work.join("ref.pcap")).expect("tcpdump");
+    let mut live_args = flags.to_vec();
+    live_args.extend([
+        "--backend".into(),
+        backend.into(),
+        "--metrics-addr".into(),
+        format!("127.0.0.1:{metrics_port}"),
+    ]);
+    let live = work.join("live.jsonl");
+    let cap =
+        Capture::start(pair, &live, &work.join("mxcert.log"), &live_args).expect("mxcert capture");
+    traffic();
+    let scrape = scrape_when(pair, metrics_port, |t| {
+        metric_sum(t, "mxcert_sessions_total") >= sessions
+    })
+    .expect("metrics");
+    assert_eq!(
+        metric_sum(&scrape, "mxcert_sessions_total"),
+        sessions,
+        "metrics:\n{scrape}"
+    );
+    let status = cap.stop("TERM").expect("mxcert stops on SIGTERM");
+    let log = std::fs::read_to_string(work.join("mxcert.log")).unwrap_or_default();
+    assert!(status.success(), "mxcert exit {status}:\n{log}");
+    assert!(log.contains("capture stopped"), "{log}");
+    let pcap = tcpdump.stop().expect("tcpdump stops");
+    let largest_frame = crate::mta::pcap_frame_lengths(&pcap)
+        .expect("read pcap")
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+    let reference = work.join("read.jsonl");
+    read(&pcap, &reference, flags).expect("mxcert read");
+    let compared = assert_same_records(&live, &reference, &format!("equivalence[{backend}]"));
+    Equivalence {
+        reference: sorted_records(&reference).expect("reference"),
+        compared,
+        largest_frame,
+        scrape,
+    }
+}

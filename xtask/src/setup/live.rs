@@ -1,13 +1,15 @@
 //! Live capture (#5): libpcap for the `pcap` backend, and the real mail software the live
 //! system tests run in network namespaces (tests/tests/live_*.rs): Postfix, swaks with TLS
 //! (Net::SSLeay is only a Recommends of swaks), tcpdump for the reference capture, python3 for
-//! a scripted SMTP client.
+//! a scripted SMTP client, and a private Exim (it conflicts with Postfix as a package; the
+//! script that unpacks it is shared with pcaps/make.sh).
 
 use std::process::Command;
 
 use anyhow::Result;
 
 use super::{apt_install, dpkg_installed};
+use crate::run;
 
 pub fn install() -> Result<()> {
     if !dpkg_installed("postfix") {
@@ -28,5 +30,8 @@ pub fn install() -> Result<()> {
         "tcpdump",
         "openssl",
         "python3",
-    ])
+    ])?;
+    let script = crate::repo_root().join("pcaps/mta/exim-install.sh");
+    run(Command::new("bash").arg(script))?;
+    Ok(())
 }
