@@ -128,11 +128,11 @@ impl Drop for Capture {
     }
 }
 
-/// `mxcert read FILE --out OUT ARGS`, which must succeed.
-pub fn read<S: AsRef<OsStr>>(file: &Path, out: &Path, args: &[S]) -> Result<()> {
+/// `mxcert read FILE... --out OUT ARGS`, which must succeed.
+pub fn read<S: AsRef<OsStr>>(files: &[PathBuf], out: &Path, args: &[S]) -> Result<()> {
     let o = Command::new(mxcert_bin()?)
         .arg("read")
-        .arg(file)
+        .args(files)
         .arg("--out")
         .arg(out)
         .args(args)
@@ -341,9 +341,44 @@ pub fn equivalence(
     sessions: u64,
     traffic: impl FnOnce(),
 ) -> Equivalence {
+    equivalence_on(
+        pair,
+        work,
+        backend,
+        &[],
+        flags,
+        metrics_port,
+        sessions,
+        traffic,
+    )
+}
+
+/// [`equivalence`] on the server interface plus `more_ifaces` of the server namespace (one
+/// tcpdump each; `mxcert read` reads their files one after the other).
+#[allow(clippy::too_many_arguments)]
+pub fn equivalence_on(
+    pair: &NetnsPair,
+    work: &Path,
+    backend: &str,
+    more_ifaces: &[&str],
+    flags: &[String],
+    metrics_port: u16,
+    sessions: u64,
+    traffic: impl FnOnce(),
+) -> Equivalence {
     let tcpdump =
         crate::mta::Tcpdump::start(pair, Side::Server, work.join("ref.pcap")).expect("tcpdump");
+    let more: Vec<crate::mta::Tcpdump> = more_ifaces
+        .iter()
+        .map(|i| {
+            let file = work.join(format!("ref-{i}.pcap"));
+            crate::mta::Tcpdump::start_on(pair, Side::Server, i, file).expect("tcpdump")
+        })
+        .collect();
     let mut live_args = flags.to_vec();
+    for i in more_ifaces {
+        live_args.extend(["--iface".to_string(), i.to_string()]);
+    }
     live_args.extend([
         "--backend".into(),
         backend.into(),
@@ -367,14 +402,17 @@ pub fn equivalence(
     let log = std::fs::read_to_string(work.join("mxcert.log")).unwrap_or_default();
     assert!(status.success(), "mxcert exit {status}:\n{log}");
     assert!(log.contains("capture stopped"), "{log}");
-    let pcap = tcpdump.stop().expect("tcpdump stops");
-    let largest_frame = crate::mta::pcap_frame_lengths(&pcap)
-        .expect("read pcap")
-        .into_iter()
+    let mut pcaps = vec![tcpdump.stop().expect("tcpdump stops")];
+    for t in more {
+        pcaps.push(t.stop().expect("tcpdump stops"));
+    }
+    let largest_frame = pcaps
+        .iter()
+        .flat_map(|p| crate::mta::pcap_frame_lengths(p).expect("read pcap"))
         .max()
         .unwrap_or(0);
     let reference = work.join("read.jsonl");
-    read(&pcap, &reference, flags).expect("mxcert read");
+    read(&pcaps, &reference, flags).expect("mxcert read");
     let compared = assert_same_records(&live, &reference, &format!("equivalence[{backend}]"));
     Equivalence {
         reference: sorted_records(&reference).expect("reference"),

@@ -429,9 +429,13 @@ impl Drop for Postfix {
 /// swaks in the client namespace against the server; returns its output (a failed delivery is
 /// the caller's to judge). Bounded by `timeout 60`.
 pub fn swaks(pair: &NetnsPair, args: &[&str]) -> Result<Output> {
-    let server = pair.server_ip.to_string();
-    pair.command(Side::Client, "timeout")
-        .args(["60", "swaks", "--server", &server, "--timeout", "20"])
+    swaks_from(pair, Side::Client, &pair.server_ip.to_string(), args)
+}
+
+/// swaks from the namespace of `side` to `server`.
+pub fn swaks_from(pair: &NetnsPair, side: Side, server: &str, args: &[&str]) -> Result<Output> {
+    pair.command(side, "timeout")
+        .args(["60", "swaks", "--server", server, "--timeout", "20"])
         .args([
             "--from",
             "sender@client.example",
@@ -445,7 +449,12 @@ pub fn swaks(pair: &NetnsPair, args: &[&str]) -> Result<Output> {
 
 /// swaks that must deliver (exit 0).
 pub fn swaks_ok(pair: &NetnsPair, args: &[&str]) -> Result<()> {
-    let out = swaks(pair, args)?;
+    swaks_from_ok(pair, Side::Client, &pair.server_ip.to_string(), args)
+}
+
+/// [`swaks_from`] that must deliver (exit 0).
+pub fn swaks_from_ok(pair: &NetnsPair, side: Side, server: &str, args: &[&str]) -> Result<()> {
+    let out = swaks_from(pair, side, server, args)?;
     if !out.status.success() {
         bail!(
             "swaks {args:?} failed ({}): {}",
@@ -470,10 +479,15 @@ pub struct Tcpdump {
 
 impl Tcpdump {
     pub fn start(pair: &NetnsPair, side: Side, file: PathBuf) -> Result<Tcpdump> {
+        Tcpdump::start_on(pair, side, pair.ifname(side), file)
+    }
+
+    /// tcpdump on interface `ifname` of the namespace of `side`.
+    pub fn start_on(pair: &NetnsPair, side: Side, ifname: &str, file: PathBuf) -> Result<Tcpdump> {
         let log = file.with_extension("tcpdump.log");
         let child = pair
             .command(side, "tcpdump")
-            .args(["-i", pair.ifname(side), "-s", "0", "-U", "--immediate-mode"])
+            .args(["-i", ifname, "-s", "0", "-U", "--immediate-mode"])
             .args(["--time-stamp-precision=nano", "-Z", "root", "-w"])
             .arg(&file)
             .stdout(Stdio::null())
