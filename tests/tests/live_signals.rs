@@ -223,3 +223,90 @@ fn sigkill_leaves_no_capture_behind_and_mail_still_flows() {
         2
     );
 }
+
+/// A STARTTLS client (Python's ssl module, OpenSSL) that sends its ClientHello, reads the
+/// server's first flight, says "ready" and holds the connection until stdin closes.
+const HOLD_MID_HANDSHAKE: &str = r#"
+import socket, ssl, sys
+s = socket.create_connection((sys.argv[1], 25), timeout=20)
+f = s.makefile("rb")
+def reply():
+    l = f.readline()
+    while l[3:4] == b"-":
+        l = f.readline()
+    return l
+reply()
+s.sendall(b"EHLO held.client.example\r\n"); reply()
+s.sendall(b"STARTTLS\r\n"); assert reply().startswith(b"220")
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+obj = ctx.wrap_bio(inc, out, server_hostname="mx.test.example")
+try:
+    obj.do_handshake()
+except ssl.SSLWantReadError:
+    pass
+s.sendall(out.read())
+s.recv(65536)
+print("ready", flush=True)
+sys.stdin.read()
+"#;
+
+#[test]
+fn sigterm_records_sessions_still_open_as_incomplete_and_exits_zero() {
+    if !mta::require_mta("live_signals") {
+        return;
+    }
+    let work = WorkDir::new("live-term").expect("work dir");
+    let pair = NetnsPair::create("mxlv7", 37).expect("namespaces");
+    let _pf = Postfix::start(&pair, work.join("postfix"), &PostfixOpts::cert("srv_both"))
+        .expect("postfix");
+    let out = work.join("live.jsonl");
+    let cap = Capture::start(
+        &pair,
+        &out,
+        &work.join("mxcert.log"),
+        &["--backend", "pcap"],
+    )
+    .expect("mxcert capture");
+    let mut held = pair
+        .command(Side::Client, "timeout")
+        .args([
+            "30",
+            "python3",
+            "-u",
+            "-c",
+            HOLD_MID_HANDSHAKE,
+            &pair.server_ip.to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("held client");
+    let mut line = String::new();
+    BufReader::new(held.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("held client output");
+    assert_eq!(line.trim(), "ready");
+    std::thread::sleep(Duration::from_millis(300));
+    let status = cap.stop("TERM").expect("stops");
+    assert!(status.success(), "exit {status}");
+    drop(held.stdin.take());
+    let _ = mta::wait_child(&mut held, Duration::from_secs(10));
+    let recs = records(&out);
+    let s = recs
+        .iter()
+        .find(|r| r["record"] == "session")
+        .unwrap_or_else(|| panic!("no session record after SIGTERM: {recs:?}"));
+    assert_eq!(s["outcome"], "incomplete", "{s}");
+    assert_eq!(s["smtp"]["ehlo"], "held.client.example", "{s}");
+    assert_eq!(s["tls"]["version"], "TLS1.2", "{s}");
+    // The server's chain was read before the stop and is in the record.
+    assert_eq!(
+        s["tls"]["server_chain"].as_array().map(Vec::len),
+        Some(2),
+        "{s}"
+    );
+}
