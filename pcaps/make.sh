@@ -557,66 +557,10 @@ case_multi_session() {
 }
 
 # A tiny STARTTLS client on Python's ssl module (OpenSSL) that abandons the TLS handshake
-# after the server's first flight: with FIN (mode close) or with RST (mode reset).
+# after the server's first flight: with FIN (mode close) or with RST (mode reset); shared with
+# the live-capture tests (pcaps/mta/abandon.py).
 write_pyclient() {
-    cat > "$WORK/abandon.py" <<'PYEOF'
-import socket, ssl, struct, sys, time
-host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-s = socket.create_connection((host, port), timeout=10)
-f = s.makefile("rb")
-def reply():
-    while True:
-        line = f.readline()
-        if not line or line[3:4] != b"-":
-            return line
-reply()
-s.sendall(b"EHLO abandon.client.example\r\n"); reply()
-s.sendall(b"STARTTLS\r\n")
-if not reply().startswith(b"220"):
-    sys.exit(1)
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-ctx.check_hostname = False
-ctx.verify_mode = ssl.CERT_NONE
-ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-obj = ctx.wrap_bio(inc, out, server_hostname="mx.test.example")
-try:
-    obj.do_handshake()
-except ssl.SSLWantReadError:
-    pass
-s.sendall(out.read())                     # ClientHello
-buf = b""
-deadline = time.time() + 10
-while time.time() < deadline:             # read the server's flight up to ServerHelloDone
-    chunk = s.recv(65536)
-    if not chunk:
-        break
-    buf += chunk
-    # walk complete records; stop when a handshake record ends with ServerHelloDone (type 14)
-    i, seen_done = 0, False
-    while i + 5 <= len(buf):
-        ln = struct.unpack(">H", buf[i + 3:i + 5])[0]
-        if i + 5 + ln > len(buf):
-            break
-        if buf[i] == 22 and buf[i + 5 + ln - 4:i + 5 + ln] == b"\x0e\x00\x00\x00":
-            seen_done = True
-        i += 5 + ln
-    if seen_done and i == len(buf):
-        break
-time.sleep(0.05)
-if mode == "reset":
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    s.close()
-else:
-    s.shutdown(socket.SHUT_WR)
-    s.settimeout(5)
-    try:
-        while s.recv(65536):
-            pass
-    except OSError:
-        pass
-    s.close()
-PYEOF
+    cp "$HERE/mta/abandon.py" "$WORK/abandon.py"
 }
 case_reset_midhandshake() {
     write_pyclient

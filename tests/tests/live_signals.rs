@@ -35,6 +35,22 @@ fn tls12(pair: &NetnsPair, ehlo: &str, quiet: bool) {
     }
 }
 
+/// Spawns a client that prints "ready" once it holds its connection where the test wants it,
+/// and waits for that line (bounded by the client's own `timeout`).
+fn held_client(cmd: &mut std::process::Command) -> std::process::Child {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("held client");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("held client output");
+    assert_eq!(line.trim(), "ready", "held client did not get ready");
+    child
+}
+
 fn records(path: &std::path::Path) -> Vec<serde_json::Value> {
     live::sorted_records(path)
         .expect("records")
@@ -78,10 +94,10 @@ fn sighup_reloads_the_policy_and_keeps_open_flows() {
     .expect("mxcert capture");
 
     // A session that starts before the reload and ends after it.
-    let mut held = pair
-        .command(Side::Client, "timeout")
-        .args(["30", "python3", "-u", "-c"])
-        .arg(format!(
+    let mut held = held_client(
+        pair.command(Side::Client, "timeout")
+            .args(["30", "python3", "-u", "-c"])
+            .arg(format!(
             "import socket,sys\n\
              s=socket.create_connection(('{}',25),timeout=20); f=s.makefile('rb')\n\
              def reply():\n  l=f.readline()\n  while l[3:4]==b'-': l=f.readline()\n  return l\n\
@@ -89,16 +105,8 @@ fn sighup_reloads_the_policy_and_keeps_open_flows() {
              print('ready', flush=True); sys.stdin.readline()\n\
              s.sendall(b'MAIL FROM:<a@client.example>\\r\\n'); reply(); s.sendall(b'QUIT\\r\\n'); reply()\n",
             pair.server_ip
-        ))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("held client");
-    let mut line = String::new();
-    BufReader::new(held.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("held client output");
-    assert_eq!(line.trim(), "ready");
+        )),
+    );
     tls12(&pair, "before.client.example", false);
 
     // Reload with a policy whose strict scenario has another name.
@@ -224,36 +232,6 @@ fn sigkill_leaves_no_capture_behind_and_mail_still_flows() {
     );
 }
 
-/// A STARTTLS client (Python's ssl module, OpenSSL) that sends its ClientHello, reads the
-/// server's first flight, says "ready" and holds the connection until stdin closes.
-const HOLD_MID_HANDSHAKE: &str = r#"
-import socket, ssl, sys
-s = socket.create_connection((sys.argv[1], 25), timeout=20)
-f = s.makefile("rb")
-def reply():
-    l = f.readline()
-    while l[3:4] == b"-":
-        l = f.readline()
-    return l
-reply()
-s.sendall(b"EHLO held.client.example\r\n"); reply()
-s.sendall(b"STARTTLS\r\n"); assert reply().startswith(b"220")
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-ctx.check_hostname = False
-ctx.verify_mode = ssl.CERT_NONE
-ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-obj = ctx.wrap_bio(inc, out, server_hostname="mx.test.example")
-try:
-    obj.do_handshake()
-except ssl.SSLWantReadError:
-    pass
-s.sendall(out.read())
-s.recv(65536)
-print("ready", flush=True)
-sys.stdin.read()
-"#;
-
 #[test]
 fn sigterm_records_sessions_still_open_as_incomplete_and_exits_zero() {
     if !mta::require_mta("live_signals") {
@@ -271,25 +249,15 @@ fn sigterm_records_sessions_still_open_as_incomplete_and_exits_zero() {
         &["--backend", "pcap"],
     )
     .expect("mxcert capture");
-    let mut held = pair
-        .command(Side::Client, "timeout")
-        .args([
-            "30",
-            "python3",
-            "-u",
-            "-c",
-            HOLD_MID_HANDSHAKE,
-            &pair.server_ip.to_string(),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("held client");
-    let mut line = String::new();
-    BufReader::new(held.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("held client output");
-    assert_eq!(line.trim(), "ready");
+    // STARTTLS, ClientHello, the server's flight read, then the connection held open.
+    let script = mxcert_system_tests::repo_root().join("pcaps/mta/abandon.py");
+    let ip = pair.server_ip.to_string();
+    let mut held = held_client(
+        pair.command(Side::Client, "timeout")
+            .args(["30", "python3", "-u"])
+            .arg(script)
+            .args([ip.as_str(), "25", "hold", "held.client.example"]),
+    );
     std::thread::sleep(Duration::from_millis(300));
     let status = cap.stop("TERM").expect("stops");
     assert!(status.success(), "exit {status}");
