@@ -128,6 +128,10 @@ pub fn run(
     let mut last_flush = Instant::now();
     let mut last_status = Instant::now();
     let mut sink_err: Option<SinkError> = None;
+    // Drops are reported as they happen, at most once a minute, so a lossy capture is never
+    // silent and never floods the log.
+    let mut drops_reported = 0u64;
+    let mut last_drop_warning: Option<Instant> = None;
     let backend = source.backend();
     let publish =
         |pipeline: &Pipeline, source: &dyn LiveSource, report: &RunReport, records: u64| {
@@ -197,6 +201,20 @@ pub fn run(
             last_flush = Instant::now();
             sink.flush()?;
             publish(pipeline, source, &report, sink.records);
+            let c = source.counters();
+            let drops = c.dropped + c.if_dropped;
+            if drops > drops_reported
+                && last_drop_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+            {
+                tracing::warn!(
+                    new = drops - drops_reported,
+                    kernel = c.dropped,
+                    interface = c.if_dropped,
+                    "packets lost before mxcert could read them (kernel buffer full or interface drops): sessions may be recorded incomplete"
+                );
+                drops_reported = drops;
+                last_drop_warning = Some(Instant::now());
+            }
         }
         if let Some(every) = cfg.status_every {
             if last_status.elapsed() >= every {
@@ -227,4 +245,133 @@ pub fn run(
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::{FileReader, FlowTuple, Packet, SourceCounters};
+    use crate::session::Config;
+    use crate::sink::VecSink;
+
+    /// A live source replaying a fixture capture: the real packets of a real session, handed
+    /// over as a live backend would, recording what the loop tells it.
+    struct Replay {
+        reader: FileReader,
+        done: Vec<FlowTuple>,
+        closed: Vec<FlowTuple>,
+        stop: Arc<AtomicBool>,
+        reload: Arc<AtomicBool>,
+        polls: u32,
+        counters: SourceCounters,
+    }
+
+    impl LiveSource for Replay {
+        fn backend(&self) -> &'static str {
+            "replay"
+        }
+        fn poll(
+            &mut self,
+            _timeout: Duration,
+            f: &mut dyn FnMut(&Packet<'_>),
+        ) -> Result<usize, LiveError> {
+            self.polls += 1;
+            if self.polls == 2 {
+                // A reload request arrives in the middle of the session.
+                self.reload.store(true, Ordering::SeqCst);
+            }
+            // A few packets per poll, so flow events are drained between batches.
+            for i in 0..4 {
+                match self.reader.next_packet() {
+                    Ok(Some(p)) => {
+                        self.counters.packets += 1;
+                        // Stamped now, as a live backend does: the loop expires idle flows by
+                        // the wall clock.
+                        f(&Packet {
+                            ts: wall_nanos(),
+                            ..p
+                        });
+                    }
+                    _ => {
+                        self.stop.store(true, Ordering::SeqCst);
+                        return Ok(i);
+                    }
+                }
+            }
+            Ok(4)
+        }
+        fn flow_done(&mut self, flow: &FlowTuple) {
+            self.done.push(*flow);
+        }
+        fn flow_closed(&mut self, flow: &FlowTuple) {
+            self.closed.push(*flow);
+        }
+        fn counters(&self) -> SourceCounters {
+            self.counters
+        }
+    }
+
+    #[test]
+    fn loop_tells_the_source_which_flows_are_done_and_reloads_between_polls() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../pcaps/starttls_25_tls12.pcap");
+        let control = Control::default();
+        let mut src = Replay {
+            reader: FileReader::open(&path).expect("fixture"),
+            done: Vec::new(),
+            closed: Vec::new(),
+            stop: Arc::clone(&control.stop),
+            reload: Arc::clone(&control.reload),
+            polls: 0,
+            counters: SourceCounters::default(),
+        };
+        let cfg = Config {
+            flow_events: true,
+            ..Config::default()
+        };
+        let mut pipeline = Pipeline::new(cfg);
+        let mut sink = VecSink::default();
+        let mut reloads = 0;
+        let mut reload = || {
+            reloads += 1;
+            Ok(None)
+        };
+        let expo = metrics::Exposition::default();
+        let report = run(
+            &mut src,
+            &mut pipeline,
+            &mut sink,
+            &control,
+            &mut reload,
+            Some(&expo),
+            &LoopConfig {
+                poll_timeout: Duration::from_millis(1),
+                flush_every: Duration::ZERO,
+                status_every: None,
+            },
+        )
+        .expect("loop ends cleanly");
+        assert_eq!(reloads, 1);
+        assert_eq!(report.reloads_ok, 1);
+        assert_eq!(sink.sessions.len(), 1);
+        let s = &sink.sessions[0];
+        assert_eq!(s.outcome.as_str(), "established");
+        let tuple = FlowTuple::new(
+            std::net::SocketAddr::new(s.client_ip, s.client_port),
+            std::net::SocketAddr::new(s.server_ip, s.server_port),
+        );
+        // Done once, as soon as the handshake ended (the mail transfer after it was not
+        // needed), and nothing closed before the end of the run.
+        assert_eq!(src.done, vec![tuple]);
+        assert!(src.closed.is_empty(), "{:?}", src.closed);
+        let text = expo.get();
+        assert!(
+            text.contains("mxcert_sessions_total{outcome=\"established\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mxcert_source_packets_total{backend=\"replay\"} "),
+            "{text}"
+        );
+    }
 }
