@@ -166,6 +166,12 @@ fn run(args: CaptureArgs) -> Result<(), (u8, anyhow::Error)> {
     };
     let local_nets = if c.local_net.is_empty() {
         let nets = select::interface_nets(&live.iface).map_err(|e| usage(e.into()))?;
+        if nets.is_empty() {
+            tracing::warn!(
+                ifaces = %live.iface.join(","),
+                "--local-net not given and the interfaces have no address: every session's direction will be `unknown`; pass --local-net"
+            );
+        }
         tracing::info!(
             local_net = %nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","),
             "--local-net not given: using the interfaces' own addresses"
