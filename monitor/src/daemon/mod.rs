@@ -87,6 +87,9 @@ impl Sink for Counting<'_> {
     fn flush(&mut self) -> Result<(), SinkError> {
         self.inner.flush()
     }
+    fn counters(&self) -> Vec<crate::sink::SinkCounter> {
+        self.inner.counters()
+    }
 }
 
 /// What the run did, for the exit summary.
@@ -134,7 +137,7 @@ pub fn run(
     let mut last_drop_warning: Option<Instant> = None;
     let backend = source.backend();
     let publish =
-        |pipeline: &Pipeline, source: &dyn LiveSource, report: &RunReport, records: u64| {
+        |pipeline: &Pipeline, source: &dyn LiveSource, report: &RunReport, sink: &Counting<'_>| {
             if let Some(expo) = expo {
                 let mut by_rule = report.findings_by_rule.clone();
                 if let Some(c) = pipeline.classifier() {
@@ -149,12 +152,13 @@ pub fn run(
                     findings_by_rule: &by_rule,
                     reloads_ok: report.reloads_ok,
                     reloads_failed: report.reloads_failed,
-                    records_written: records,
+                    records_written: sink.records,
+                    sink: &sink.counters(),
                     start_time,
                 }));
             }
         };
-    publish(pipeline, source, &report, 0);
+    publish(pipeline, source, &report, &sink);
     while !control.stop.load(Ordering::SeqCst) {
         if control.reload.swap(false, Ordering::SeqCst) {
             match reload() {
@@ -200,7 +204,7 @@ pub fn run(
         if last_flush.elapsed() >= cfg.flush_every {
             last_flush = Instant::now();
             sink.flush()?;
-            publish(pipeline, source, &report, sink.records);
+            publish(pipeline, source, &report, &sink);
             let c = source.counters();
             let drops = c.dropped + c.if_dropped;
             if drops > drops_reported
@@ -237,7 +241,7 @@ pub fn run(
     tracing::info!("stopping: finishing open sessions and flushing records");
     pipeline.finish(&mut sink)?;
     sink.flush()?;
-    publish(pipeline, source, &report, sink.records);
+    publish(pipeline, source, &report, &sink);
     report.records = sink.records;
     if let Some(c) = pipeline.classifier() {
         for (k, v) in &c.stats.by_rule {
