@@ -183,13 +183,21 @@ pub fn run(
                 }
             }
         }
-        source.poll(cfg.poll_timeout, &mut |pkt| {
+        let polled = source.poll(cfg.poll_timeout, &mut |pkt| {
             if sink_err.is_none() {
                 if let Err(e) = pipeline.packet(pkt, &mut sink) {
                     sink_err = Some(e);
                 }
             }
-        })?;
+        });
+        if let Err(e) = polled {
+            // The source is gone (interface removed, ring error): keep what was parsed, as
+            // SIGTERM would, then report the failure.
+            tracing::error!(error = %e, "capture source failed: finishing open sessions");
+            pipeline.finish(&mut sink)?;
+            sink.flush()?;
+            return Err(e.into());
+        }
         if let Some(e) = sink_err.take() {
             return Err(e.into());
         }
@@ -268,6 +276,8 @@ mod tests {
         reload: Arc<AtomicBool>,
         polls: u32,
         counters: SourceCounters,
+        /// At the end of the capture, fail like a removed interface instead of stopping.
+        fail_at_end: bool,
     }
 
     impl LiveSource for Replay {
@@ -295,6 +305,12 @@ mod tests {
                             ts: wall_nanos(),
                             ..p
                         });
+                    }
+                    _ if self.fail_at_end => {
+                        return Err(LiveError::Failed {
+                            backend: "replay",
+                            reason: "interface went away".into(),
+                        })
                     }
                     _ => {
                         self.stop.store(true, Ordering::SeqCst);
@@ -328,6 +344,7 @@ mod tests {
             reload: Arc::clone(&control.reload),
             polls: 0,
             counters: SourceCounters::default(),
+            fail_at_end: false,
         };
         let cfg = Config {
             flow_events: true,
@@ -377,5 +394,45 @@ mod tests {
             text.contains("mxcert_source_packets_total{backend=\"replay\"} "),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_failing_source_still_gets_its_open_sessions_recorded() {
+        // A capture cut mid-handshake, then the source fails: the session is recorded
+        // (incomplete) before the error is returned.
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../pcaps/truncated_handshake.pcap");
+        let control = Control::default();
+        let mut src = Replay {
+            reader: FileReader::open(&path).expect("fixture"),
+            done: Vec::new(),
+            closed: Vec::new(),
+            stop: Arc::clone(&control.stop),
+            reload: Arc::new(AtomicBool::new(false)),
+            polls: 0,
+            counters: SourceCounters::default(),
+            fail_at_end: true,
+        };
+        let mut pipeline = Pipeline::new(Config {
+            flow_events: true,
+            ..Config::default()
+        });
+        let mut sink = VecSink::default();
+        let r = run(
+            &mut src,
+            &mut pipeline,
+            &mut sink,
+            &control,
+            &mut || Ok(None),
+            None,
+            &LoopConfig::default(),
+        );
+        assert!(matches!(
+            r,
+            Err(DaemonError::Source(LiveError::Failed { .. }))
+        ));
+        assert_eq!(sink.sessions.len(), 1);
+        assert_eq!(sink.sessions[0].outcome.as_str(), "incomplete");
+        assert!(!sink.certificates.is_empty());
     }
 }
