@@ -280,6 +280,34 @@ mod tests {
         fail_at_end: bool,
     }
 
+    impl Replay {
+        /// Replays pcaps/<fixture>; `reload_mid_session` requests a reload at the second poll.
+        fn new(
+            fixture: &str,
+            control: &Control,
+            reload_mid_session: bool,
+            fail_at_end: bool,
+        ) -> Replay {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../pcaps")
+                .join(fixture);
+            Replay {
+                reader: FileReader::open(&path).expect("fixture"),
+                done: Vec::new(),
+                closed: Vec::new(),
+                stop: Arc::clone(&control.stop),
+                reload: if reload_mid_session {
+                    Arc::clone(&control.reload)
+                } else {
+                    Arc::new(AtomicBool::new(false))
+                },
+                polls: 0,
+                counters: SourceCounters::default(),
+                fail_at_end,
+            }
+        }
+    }
+
     impl LiveSource for Replay {
         fn backend(&self) -> &'static str {
             "replay"
@@ -333,19 +361,8 @@ mod tests {
 
     #[test]
     fn loop_tells_the_source_which_flows_are_done_and_reloads_between_polls() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../pcaps/starttls_25_tls12.pcap");
         let control = Control::default();
-        let mut src = Replay {
-            reader: FileReader::open(&path).expect("fixture"),
-            done: Vec::new(),
-            closed: Vec::new(),
-            stop: Arc::clone(&control.stop),
-            reload: Arc::clone(&control.reload),
-            polls: 0,
-            counters: SourceCounters::default(),
-            fail_at_end: false,
-        };
+        let mut src = Replay::new("starttls_25_tls12.pcap", &control, true, false);
         let cfg = Config {
             flow_events: true,
             ..Config::default()
@@ -400,19 +417,8 @@ mod tests {
     fn a_failing_source_still_gets_its_open_sessions_recorded() {
         // A capture cut mid-handshake, then the source fails: the session is recorded
         // (incomplete) before the error is returned.
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../pcaps/truncated_handshake.pcap");
         let control = Control::default();
-        let mut src = Replay {
-            reader: FileReader::open(&path).expect("fixture"),
-            done: Vec::new(),
-            closed: Vec::new(),
-            stop: Arc::clone(&control.stop),
-            reload: Arc::new(AtomicBool::new(false)),
-            polls: 0,
-            counters: SourceCounters::default(),
-            fail_at_end: true,
-        };
+        let mut src = Replay::new("truncated_handshake.pcap", &control, false, true);
         let mut pipeline = Pipeline::new(Config {
             flow_events: true,
             ..Config::default()
