@@ -27,7 +27,7 @@ fn example_config_is_accepted_by_mxcert_capture() {
             "--out",
         ])
         .arg(&out)
-        .env("MXCERT_METRICS_ADDR", "127.0.0.1:0")
+        .env("MXCERT_METRICS_ADDR", "127.0.0.1:19399")
         .output()
         .expect("run mxcert");
     let _ = std::fs::remove_file(&out);
