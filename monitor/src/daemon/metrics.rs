@@ -366,7 +366,8 @@ mod tests {
     fn responder_serves_metrics_and_404() {
         let expo = Exposition::default();
         expo.set("mxcert_up 1\n".into());
-        let addr = serve("127.0.0.1:0".parse().unwrap(), expo).expect("bind loopback");
+        // A port of the range these tests own (19300-19399 on loopback).
+        let addr = serve("127.0.0.1:19398".parse().unwrap(), expo).expect("bind loopback");
         let get = |path: &str| {
             let mut s = TcpStream::connect(addr).unwrap();
             write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
