@@ -72,33 +72,8 @@ install_deps() {
         pip install -q cryptography 2>/dev/null || pip install -q --break-system-packages cryptography 2>/dev/null \
             || apt_install python3-cryptography
     fi
-    # Exim conflicts with Postfix as a package: unpack the binary privately.
-    EXIM_ROOT=/var/tmp/mxcert-pcaps-exim
-    if [[ ! -x $EXIM_ROOT/usr/sbin/exim4 ]]; then
-        log "fetching exim4-daemon-light + exim4-base (apt-get download, dpkg -x)"
-        local d; d=$(mktemp -d)
-        chmod 755 "$d"
-        if ! ( cd "$d" && apt-get download exim4-daemon-light exim4-base >&2 ); then
-            # stale or missing package lists: update once and retry
-            [[ $APT_UPDATED == 1 ]] || { apt-get -o DPkg::Lock::Timeout=300 update -q >&2; APT_UPDATED=1; }
-            ( cd "$d" && apt-get download exim4-daemon-light exim4-base >&2 )
-        fi
-        # the daemon's shared-library dependencies (exim4-base itself is not installed)
-        local libs=() l
-        for l in $(dpkg-deb -f "$d"/exim4-daemon-light_*.deb Depends | tr ',' '\n' \
-                   | sed 's/(.*//; s/|.*//; s/ //g' | grep '^lib'); do
-            dpkg -s "$l" >/dev/null 2>&1 || libs+=("$l")
-        done
-        if ((${#libs[@]})); then log "installing exim libraries ${libs[*]}"; apt_install "${libs[@]}"; fi
-        mkdir -p "$EXIM_ROOT"
-        for deb in "$d"/*.deb; do dpkg -x "$deb" "$EXIM_ROOT"; done
-        rm -rf "$d"
-    fi
-    if ldd "$EXIM_ROOT/usr/sbin/exim4" | grep -q 'not found'; then
-        die "exim4 has missing libraries: $(ldd "$EXIM_ROOT/usr/sbin/exim4" | grep 'not found' | tr '\n' ' ')"
-    fi
-    getent passwd Debian-exim >/dev/null || useradd --system --no-create-home --home-dir /nonexistent \
-        --shell /usr/sbin/nologin Debian-exim
+    # Exim conflicts with Postfix as a package: unpacked privately (shared with the live tests)
+    EXIM_ROOT=$(bash "$HERE/mta/exim-install.sh") || die "cannot install a private Exim"
 }
 
 # ------------------------------------------------------------------ cleanup
@@ -547,44 +522,7 @@ case_exim_server_tls12() {
     cp "$CERTS/srv_exim.chain.pem" "$CERTS/srv_exim.key" "$CERTS/root-ca.crt" "$e/"
     chown -R Debian-exim "$e"
     chmod 755 "$e"
-    cat > "$e/exim.conf" <<EOF
-primary_hostname = exim.test.example
-exim_path = $EXIM_ROOT/usr/sbin/exim4
-keep_environment =
-smtp_banner = \$primary_hostname ESMTP Exim \$version_number
-daemon_smtp_ports = 25
-local_interfaces = $SIP
-spool_directory = $e/spool
-log_file_path = $e/log/%slog
-pid_file_path = $e/exim.pid
-exim_user = Debian-exim
-exim_group = Debian-exim
-never_users = root
-host_lookup =
-rfc1413_hosts =
-rfc1413_query_timeout = 0s
-tls_advertise_hosts = *
-tls_certificate = $e/srv_exim.chain.pem
-tls_privatekey = $e/srv_exim.key
-tls_verify_certificates = $e/root-ca.crt
-tls_try_verify_hosts = *
-acl_smtp_rcpt = acl_rcpt
-acl_smtp_data = acl_data
-begin acl
-acl_rcpt:
-  accept
-acl_data:
-  accept
-begin routers
-discard_all:
-  driver = redirect
-  data = :blackhole:
-begin transports
-begin retry
-* * F,1h,10m
-begin rewrite
-begin authenticators
-EOF
+    sed "s|@DIR@|$e|g; s|@IP@|$SIP|g; s|@EXIM_ROOT@|$EXIM_ROOT|g" "$HERE/mta/exim.conf" > "$e/exim.conf"
     EXIM_PIDFILE=$e/exim.pid
     ip netns exec "$S_NS" "$EXIM_ROOT/usr/sbin/exim4" -C "$e/exim.conf" -bd \
         >"$e/stdout.log" 2>&1 || { cat "$e/stdout.log" "$e"/log/* >&2 2>/dev/null; die "exim did not start"; }
@@ -619,66 +557,10 @@ case_multi_session() {
 }
 
 # A tiny STARTTLS client on Python's ssl module (OpenSSL) that abandons the TLS handshake
-# after the server's first flight: with FIN (mode close) or with RST (mode reset).
+# after the server's first flight: with FIN (mode close) or with RST (mode reset); shared with
+# the live-capture tests (pcaps/mta/abandon.py).
 write_pyclient() {
-    cat > "$WORK/abandon.py" <<'PYEOF'
-import socket, ssl, struct, sys, time
-host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-s = socket.create_connection((host, port), timeout=10)
-f = s.makefile("rb")
-def reply():
-    while True:
-        line = f.readline()
-        if not line or line[3:4] != b"-":
-            return line
-reply()
-s.sendall(b"EHLO abandon.client.example\r\n"); reply()
-s.sendall(b"STARTTLS\r\n")
-if not reply().startswith(b"220"):
-    sys.exit(1)
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-ctx.check_hostname = False
-ctx.verify_mode = ssl.CERT_NONE
-ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-obj = ctx.wrap_bio(inc, out, server_hostname="mx.test.example")
-try:
-    obj.do_handshake()
-except ssl.SSLWantReadError:
-    pass
-s.sendall(out.read())                     # ClientHello
-buf = b""
-deadline = time.time() + 10
-while time.time() < deadline:             # read the server's flight up to ServerHelloDone
-    chunk = s.recv(65536)
-    if not chunk:
-        break
-    buf += chunk
-    # walk complete records; stop when a handshake record ends with ServerHelloDone (type 14)
-    i, seen_done = 0, False
-    while i + 5 <= len(buf):
-        ln = struct.unpack(">H", buf[i + 3:i + 5])[0]
-        if i + 5 + ln > len(buf):
-            break
-        if buf[i] == 22 and buf[i + 5 + ln - 4:i + 5 + ln] == b"\x0e\x00\x00\x00":
-            seen_done = True
-        i += 5 + ln
-    if seen_done and i == len(buf):
-        break
-time.sleep(0.05)
-if mode == "reset":
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    s.close()
-else:
-    s.shutdown(socket.SHUT_WR)
-    s.settimeout(5)
-    try:
-        while s.recv(65536):
-            pass
-    except OSError:
-        pass
-    s.close()
-PYEOF
+    cp "$HERE/mta/abandon.py" "$WORK/abandon.py"
 }
 case_reset_midhandshake() {
     write_pyclient

@@ -18,6 +18,17 @@ use mxcert::sink::JsonlSink;
 
 use crate::{ClassifyArgs, CommonArgs};
 
+/// Shown after `mxcert capture --help`.
+pub const AFTER_HELP: &str = "\
+Every flag is also a key of the --config file (its long name, lists as TOML arrays, e.g.
+`iface = [\"eth0\"]`, `metrics-addr = \"127.0.0.1:9187\"`) and an environment variable
+(MXCERT_ + the name in capitals: MXCERT_IFACE, MXCERT_METRICS_ADDR, MXCERT_OUT).
+Precedence: command line > environment > config file > default.
+
+Capabilities: eBPF needs CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON; libpcap needs CAP_NET_RAW.
+Signals: SIGTERM/SIGINT finish open sessions, flush and exit 0; SIGHUP reloads the policy.
+Records are appended to --out. See monitor/dist/ for a systemd unit and an example config.";
+
 #[derive(Args, Debug)]
 pub struct CaptureArgs {
     #[command(flatten)]
@@ -155,6 +166,12 @@ fn run(args: CaptureArgs) -> Result<(), (u8, anyhow::Error)> {
     };
     let local_nets = if c.local_net.is_empty() {
         let nets = select::interface_nets(&live.iface).map_err(|e| usage(e.into()))?;
+        if nets.is_empty() {
+            tracing::warn!(
+                ifaces = %live.iface.join(","),
+                "--local-net not given and the interfaces have no address: every session's direction will be `unknown`; pass --local-net"
+            );
+        }
         tracing::info!(
             local_net = %nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","),
             "--local-net not given: using the interfaces' own addresses"

@@ -38,6 +38,7 @@ enum Command {
     Read(Box<ReadArgs>),
     /// Capture live on network interfaces (eBPF or libpcap) and write the same records as
     /// `read`, until SIGTERM/SIGINT; SIGHUP reloads the policy.
+    #[command(after_help = capture_cmd::AFTER_HELP)]
     Capture(Box<capture_cmd::CaptureArgs>),
     /// Work with policy files.
     #[command(subcommand)]

@@ -52,13 +52,32 @@ impl Capture {
         log: &Path,
         args: &[S],
     ) -> Result<Capture> {
-        let bin = mxcert_bin()?;
-        let child = pair
-            .command(Side::Server, bin.to_str().context("binary path")?)
-            .args(["capture", "--iface", &pair.server_if, "--out"])
+        let mut cmd = Capture::command(pair, &[], &mxcert_bin()?);
+        cmd.args(["capture", "--iface", &pair.server_if, "--out"])
             .arg(out)
-            .args(args)
-            .env("RUST_LOG", "info")
+            .args(args);
+        Capture::spawn(cmd, out, log)
+    }
+
+    /// `mxcert` in the server namespace behind `wrapper` (e.g. `setpriv ...`), with its
+    /// RUST_LOG set; the caller adds the arguments.
+    pub fn command(pair: &NetnsPair, wrapper: &[&str], bin: &Path) -> Command {
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = pair.command(Side::Server, first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => pair.command(Side::Server, &bin.display().to_string()),
+        };
+        cmd.env("RUST_LOG", "info");
+        cmd
+    }
+
+    /// Spawns a prepared `mxcert capture` command with stderr to `log` and waits (bounded)
+    /// until it logs that capture started.
+    pub fn spawn(mut cmd: Command, out: &Path, log: &Path) -> Result<Capture> {
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log)?)
             .spawn()
@@ -109,11 +128,11 @@ impl Drop for Capture {
     }
 }
 
-/// `mxcert read FILE --out OUT ARGS`, which must succeed.
-pub fn read<S: AsRef<OsStr>>(file: &Path, out: &Path, args: &[S]) -> Result<()> {
+/// `mxcert read FILE... --out OUT ARGS`, which must succeed.
+pub fn read<S: AsRef<OsStr>>(files: &[PathBuf], out: &Path, args: &[S]) -> Result<()> {
     let o = Command::new(mxcert_bin()?)
         .arg("read")
-        .arg(file)
+        .args(files)
         .arg("--out")
         .arg(out)
         .args(args)
@@ -257,6 +276,19 @@ pub fn scrape(pair: &NetnsPair, port: u16) -> Result<String> {
     Ok(text)
 }
 
+/// Scrapes until `ready` holds for the exposition (the daemon re-renders it once a second), at
+/// most 10 s; returns the last scrape either way, for the caller's assertions.
+pub fn scrape_when(pair: &NetnsPair, port: u16, ready: impl Fn(&str) -> bool) -> Result<String> {
+    let start = std::time::Instant::now();
+    loop {
+        let text = scrape(pair, port)?;
+        if ready(&text) || start.elapsed() > Duration::from_secs(10) {
+            return Ok(text);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// The value of one sample (`name{labels}` exactly as exposed) in a scrape.
 pub fn metric(text: &str, sample: &str) -> Option<u64> {
     text.lines().find_map(|l| {
@@ -266,4 +298,126 @@ pub fn metric(text: &str, sample: &str) -> Option<u64> {
             .parse()
             .ok()
     })
+}
+
+/// Sum of all samples of a family (e.g. every `mxcert_sessions_total{outcome=...}`).
+pub fn metric_sum(text: &str, family: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")) || l.starts_with(&format!("{family} ")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// What an equivalence run saw.
+pub struct Equivalence {
+    /// The reference records (`mxcert read` of tcpdump's capture), sorted.
+    pub reference: Vec<String>,
+    /// Records found identical.
+    pub compared: usize,
+    /// The largest frame in the capture (above 1514: offloads produced super-packets).
+    pub largest_frame: u32,
+    /// The last metrics scrape before the stop.
+    pub scrape: String,
+}
+
+impl Equivalence {
+    pub fn count(&self, kind: &str) -> usize {
+        let p = format!("{{\"record\":\"{kind}\"");
+        self.reference.iter().filter(|l| l.starts_with(&p)).count()
+    }
+}
+
+/// Runs `traffic` while `mxcert capture --backend <backend> <flags>` and tcpdump both watch
+/// the server interface, stops both (mxcert with SIGTERM, which must exit 0), reads tcpdump's
+/// file with `mxcert read <flags>` and asserts that the records are the same (see
+/// [`assert_same_records`]). `sessions` is how many sessions the traffic makes; the metrics
+/// must show them all before the stop.
+pub fn equivalence(
+    pair: &NetnsPair,
+    work: &Path,
+    backend: &str,
+    flags: &[String],
+    metrics_port: u16,
+    sessions: u64,
+    traffic: impl FnOnce(),
+) -> Equivalence {
+    equivalence_on(
+        pair,
+        work,
+        backend,
+        &[],
+        flags,
+        metrics_port,
+        sessions,
+        traffic,
+    )
+}
+
+/// [`equivalence`] on the server interface plus `more_ifaces` of the server namespace (one
+/// tcpdump each; `mxcert read` reads their files one after the other).
+#[allow(clippy::too_many_arguments)]
+pub fn equivalence_on(
+    pair: &NetnsPair,
+    work: &Path,
+    backend: &str,
+    more_ifaces: &[&str],
+    flags: &[String],
+    metrics_port: u16,
+    sessions: u64,
+    traffic: impl FnOnce(),
+) -> Equivalence {
+    let tcpdump =
+        crate::mta::Tcpdump::start(pair, Side::Server, work.join("ref.pcap")).expect("tcpdump");
+    let more: Vec<crate::mta::Tcpdump> = more_ifaces
+        .iter()
+        .map(|i| {
+            let file = work.join(format!("ref-{i}.pcap"));
+            crate::mta::Tcpdump::start_on(pair, Side::Server, i, file).expect("tcpdump")
+        })
+        .collect();
+    let mut live_args = flags.to_vec();
+    for i in more_ifaces {
+        live_args.extend(["--iface".to_string(), i.to_string()]);
+    }
+    live_args.extend([
+        "--backend".into(),
+        backend.into(),
+        "--metrics-addr".into(),
+        format!("127.0.0.1:{metrics_port}"),
+    ]);
+    let live = work.join("live.jsonl");
+    let cap =
+        Capture::start(pair, &live, &work.join("mxcert.log"), &live_args).expect("mxcert capture");
+    traffic();
+    let scrape = scrape_when(pair, metrics_port, |t| {
+        metric_sum(t, "mxcert_sessions_total") >= sessions
+    })
+    .expect("metrics");
+    assert_eq!(
+        metric_sum(&scrape, "mxcert_sessions_total"),
+        sessions,
+        "metrics:\n{scrape}"
+    );
+    let status = cap.stop("TERM").expect("mxcert stops on SIGTERM");
+    let log = std::fs::read_to_string(work.join("mxcert.log")).unwrap_or_default();
+    assert!(status.success(), "mxcert exit {status}:\n{log}");
+    assert!(log.contains("capture stopped"), "{log}");
+    let mut pcaps = vec![tcpdump.stop().expect("tcpdump stops")];
+    for t in more {
+        pcaps.push(t.stop().expect("tcpdump stops"));
+    }
+    let largest_frame = pcaps
+        .iter()
+        .flat_map(|p| crate::mta::pcap_frame_lengths(p).expect("read pcap"))
+        .max()
+        .unwrap_or(0);
+    let reference = work.join("read.jsonl");
+    read(&pcaps, &reference, flags).expect("mxcert read");
+    let compared = assert_same_records(&live, &reference, &format!("equivalence[{backend}]"));
+    Equivalence {
+        reference: sorted_records(&reference).expect("reference"),
+        compared,
+        largest_frame,
+        scrape,
+    }
 }

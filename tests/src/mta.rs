@@ -12,6 +12,53 @@ use anyhow::{bail, Context, Result};
 
 use crate::netns::{run, NetnsPair, Side};
 
+/// True when root and the mail tools (Postfix, swaks, tcpdump, python3; installed by
+/// `cargo xtask setup`) are present. Otherwise prints why the calling test is skipped, except
+/// under CI, where a missing prerequisite is a failure.
+pub fn require_mta(test: &str) -> bool {
+    if !crate::netns::require_root(test) {
+        return false;
+    }
+    let missing: Vec<&str> = ["postfix", "swaks", "tcpdump", "python3", "ss"]
+        .into_iter()
+        .filter(|t| {
+            !std::env::var_os("PATH").is_some_and(|path| {
+                std::env::split_paths(&path).any(|d| d.join(t).is_file())
+                    || Path::new("/usr/sbin").join(t).is_file()
+            })
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    skip_or_fail(&format!(
+        "{test}: needs {} (run `cargo xtask setup`)",
+        missing.join(", ")
+    ))
+}
+
+/// [`require_mta`] plus the private Exim of `cargo xtask setup`.
+pub fn require_exim(test: &str) -> bool {
+    if !require_mta(test) {
+        return false;
+    }
+    let bin = exim_root().join("usr/sbin/exim4");
+    bin.is_file()
+        || skip_or_fail(&format!(
+            "{test}: needs Exim at {} (run `cargo xtask setup`)",
+            bin.display()
+        ))
+}
+
+/// A missing prerequisite: a failure under CI, else a printed skip.
+fn skip_or_fail(msg: &str) -> bool {
+    if std::env::var_os("CI").is_some_and(|v| v == "true") {
+        panic!("{msg}");
+    }
+    eprintln!("{msg}: SKIPPED");
+    false
+}
+
 /// The fixture PKI (pcaps/certs, made by pcaps/certs.sh).
 pub fn certs_dir() -> PathBuf {
     crate::repo_root().join("pcaps/certs")
@@ -151,14 +198,39 @@ pub struct PostfixOpts {
     pub smtps_chain_files: Vec<PathBuf>,
     /// Extra main.cf lines (`key = value`), replacing defaults of the same key.
     pub main_cf: Vec<String>,
+    /// Run as a sending MTA in the client namespace, relaying all mail to this server over
+    /// mandatory TLS (`chain_files` are then its client certificate); no listener.
+    pub relay_to: Option<std::net::Ipv4Addr>,
+}
+
+impl PostfixOpts {
+    /// TLS with the fixture certificate `name` (pcaps/certs/<name>.key + <name>.chain.pem).
+    pub fn cert(name: &str) -> PostfixOpts {
+        let c = certs_dir();
+        PostfixOpts {
+            chain_files: vec![
+                c.join(format!("{name}.key")),
+                c.join(format!("{name}.chain.pem")),
+            ],
+            ..PostfixOpts::default()
+        }
+    }
 }
 
 impl Postfix {
     pub fn start(pair: &NetnsPair, dir: PathBuf, opts: &PostfixOpts) -> Result<Postfix> {
-        let ip = pair.server_ip.to_string();
+        let side = if opts.relay_to.is_some() {
+            Side::Client
+        } else {
+            Side::Server
+        };
+        let ip = match side {
+            Side::Server => pair.server_ip.to_string(),
+            Side::Client => pair.client_ip.to_string(),
+        };
         let pf = Postfix {
             dir,
-            ns: pair.server_ns.clone(),
+            ns: pair.ns(side).to_string(),
             ip: ip.clone(),
         };
         let d = &pf.dir;
@@ -193,13 +265,33 @@ impl Postfix {
             "smtpd_tls_loglevel = 1".into(),
             "smtpd_tls_session_cache_database =".into(),
         ];
-        if !opts.chain_files.is_empty() {
+        if let Some(relay) = opts.relay_to {
+            main.extend([
+                "myhostname = mx.client.example".into(),
+                "mydestination =".into(),
+                format!("relayhost = [{relay}]:25"),
+                "smtp_tls_security_level = encrypt".into(),
+                "smtp_tls_loglevel = 1".into(),
+                "smtp_tls_session_cache_database =".into(),
+            ]);
+            if !opts.chain_files.is_empty() {
+                main.push(format!(
+                    "smtp_tls_chain_files = {}",
+                    join_paths(&opts.chain_files)
+                ));
+            }
+        } else if !opts.chain_files.is_empty() {
             main.push("smtpd_tls_security_level = may".into());
             main.push(format!(
                 "smtpd_tls_chain_files = {}",
                 join_paths(&opts.chain_files)
             ));
         }
+        let mut seen = std::collections::HashSet::new();
+        // Later lines replace earlier ones of the same key (as Postfix itself reads main.cf).
+        main.reverse();
+        main.retain(|m| seen.insert(m.split('=').next().unwrap_or("").trim().to_string()));
+        main.reverse();
         for l in &opts.main_cf {
             let key = l.split('=').next().unwrap_or("").trim();
             main.retain(|m| m.split('=').next().unwrap_or("").trim() != key);
@@ -226,6 +318,14 @@ impl Postfix {
             "mxdeliver  unix  - n n - - pipe flags= user=nobody argv=/bin/dd of={}/${{queue_id}} status=none\n",
             mail.display()
         ));
+        if opts.relay_to.is_some() {
+            // A sender only: no smtpd listeners.
+            master = master
+                .lines()
+                .filter(|l| !l.contains(" inet "))
+                .map(|l| format!("{l}\n"))
+                .collect();
+        }
         std::fs::write(d.join("etc/master.cf"), master)?;
         let st = pf.postfix(&["start"])?;
         if !st.status.success() {
@@ -235,8 +335,10 @@ impl Postfix {
                 String::from_utf8_lossy(&st.stderr)
             );
         }
-        for port in [25, 465, 587] {
-            wait_listen(pair, Side::Server, &ip, port)?;
+        if side == Side::Server {
+            for port in [25, 465, 587] {
+                wait_listen(pair, Side::Server, &ip, port)?;
+            }
         }
         Ok(pf)
     }
@@ -248,6 +350,35 @@ impl Postfix {
             .args(args)
             .output()
             .context("running postfix")
+    }
+
+    /// Submits a message (sendmail(1) of this instance) to `to`; a client instance relays it.
+    pub fn sendmail(&self, to: &str, message: &[u8]) -> Result<()> {
+        use std::io::Write as _;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "sendmail", "-C"])
+            .arg(self.dir.join("etc"))
+            .args(["-f", "sender@client.example", to])
+            .stdin(Stdio::piped())
+            .spawn()
+            .context("running sendmail")?;
+        child.stdin.take().context("stdin")?.write_all(message)?;
+        let st = wait_child(&mut child, Duration::from_secs(20))?;
+        if !st.success() {
+            bail!("sendmail failed: {st}");
+        }
+        Ok(())
+    }
+
+    /// Waits (bounded) until the maillog says a message was relayed (`status=sent`).
+    pub fn wait_sent(&self, n: usize, limit: Duration) -> Result<()> {
+        let log = self.dir.join("maillog");
+        wait_for(&format!("{n} message(s) sent"), limit, || {
+            std::fs::read_to_string(&log)
+                .map(|l| l.matches("status=sent").count() >= n)
+                .unwrap_or(false)
+        })
+        .with_context(|| std::fs::read_to_string(&log).unwrap_or_default())
     }
 
     /// Delivered messages (file contents), waiting until `n` have arrived (bounded).
@@ -298,9 +429,13 @@ impl Drop for Postfix {
 /// swaks in the client namespace against the server; returns its output (a failed delivery is
 /// the caller's to judge). Bounded by `timeout 60`.
 pub fn swaks(pair: &NetnsPair, args: &[&str]) -> Result<Output> {
-    let server = pair.server_ip.to_string();
-    pair.command(Side::Client, "timeout")
-        .args(["60", "swaks", "--server", &server, "--timeout", "20"])
+    swaks_from(pair, Side::Client, &pair.server_ip.to_string(), args)
+}
+
+/// swaks from the namespace of `side` to `server`.
+pub fn swaks_from(pair: &NetnsPair, side: Side, server: &str, args: &[&str]) -> Result<Output> {
+    pair.command(side, "timeout")
+        .args(["60", "swaks", "--server", server, "--timeout", "20"])
         .args([
             "--from",
             "sender@client.example",
@@ -314,7 +449,12 @@ pub fn swaks(pair: &NetnsPair, args: &[&str]) -> Result<Output> {
 
 /// swaks that must deliver (exit 0).
 pub fn swaks_ok(pair: &NetnsPair, args: &[&str]) -> Result<()> {
-    let out = swaks(pair, args)?;
+    swaks_from_ok(pair, Side::Client, &pair.server_ip.to_string(), args)
+}
+
+/// [`swaks_from`] that must deliver (exit 0).
+pub fn swaks_from_ok(pair: &NetnsPair, side: Side, server: &str, args: &[&str]) -> Result<()> {
+    let out = swaks_from(pair, side, server, args)?;
     if !out.status.success() {
         bail!(
             "swaks {args:?} failed ({}): {}",
@@ -339,10 +479,15 @@ pub struct Tcpdump {
 
 impl Tcpdump {
     pub fn start(pair: &NetnsPair, side: Side, file: PathBuf) -> Result<Tcpdump> {
+        Tcpdump::start_on(pair, side, pair.ifname(side), file)
+    }
+
+    /// tcpdump on interface `ifname` of the namespace of `side`.
+    pub fn start_on(pair: &NetnsPair, side: Side, ifname: &str, file: PathBuf) -> Result<Tcpdump> {
         let log = file.with_extension("tcpdump.log");
         let child = pair
             .command(side, "tcpdump")
-            .args(["-i", pair.ifname(side), "-s", "0", "-U", "--immediate-mode"])
+            .args(["-i", ifname, "-s", "0", "-U", "--immediate-mode"])
             .args(["--time-stamp-precision=nano", "-Z", "root", "-w"])
             .arg(&file)
             .stdout(Stdio::null())
@@ -402,4 +547,80 @@ pub fn pcap_frame_lengths(file: &Path) -> Result<Vec<u32>> {
         i += 16 + incl;
     }
     Ok(out)
+}
+
+/// Where `cargo xtask setup` (pcaps/mta/exim-install.sh) unpacked the private Exim.
+pub fn exim_root() -> PathBuf {
+    std::env::var_os("EXIM_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/mxcert-pcaps-exim"))
+}
+
+/// A private Exim 4 server (GnuTLS) on `ip` in the server namespace, configured from
+/// pcaps/mta/exim.conf (shared with pcaps/make.sh): STARTTLS with the srv_exim chain, asks
+/// every client for a certificate, discards the mail.
+pub struct Exim {
+    dir: PathBuf,
+}
+
+impl Exim {
+    pub fn start(pair: &NetnsPair, dir: PathBuf, ip: &str) -> Result<Exim> {
+        let root = exim_root();
+        let bin = root.join("usr/sbin/exim4");
+        if !bin.is_file() {
+            bail!("no Exim at {} (run `cargo xtask setup`)", bin.display());
+        }
+        for sub in ["spool", "log"] {
+            std::fs::create_dir_all(dir.join(sub))?;
+        }
+        let c = certs_dir();
+        // Exim reads the key after dropping to its own user.
+        for f in ["srv_exim.chain.pem", "srv_exim.key", "root-ca.crt"] {
+            std::fs::copy(c.join(f), dir.join(f))?;
+        }
+        let conf = std::fs::read_to_string(crate::repo_root().join("pcaps/mta/exim.conf"))?
+            .replace("@DIR@", &dir.display().to_string())
+            .replace("@IP@", ip)
+            .replace("@EXIM_ROOT@", &root.display().to_string());
+        run(Command::new("chown").args(["-R", "Debian-exim"]).arg(&dir))?;
+        set_mode(&dir, 0o755)?;
+        // Exim refuses a configuration not owned by root (or its own user) or writable by
+        // others: written after the chown, as root, mode 644.
+        std::fs::write(dir.join("exim.conf"), conf)?;
+        set_mode(&dir.join("exim.conf"), 0o644)?;
+        let exim = Exim { dir };
+        let out = pair
+            .command(Side::Server, &bin.display().to_string())
+            .arg("-C")
+            .arg(exim.dir.join("exim.conf"))
+            .arg("-bd")
+            .output()
+            .context("starting exim")?;
+        if !out.status.success() {
+            bail!(
+                "exim did not start: {}{}",
+                String::from_utf8_lossy(&out.stderr),
+                std::fs::read_to_string(exim.dir.join("log/paniclog")).unwrap_or_default()
+            );
+        }
+        wait_listen(pair, Side::Server, ip, 25)?;
+        Ok(exim)
+    }
+}
+
+impl Drop for Exim {
+    fn drop(&mut self) {
+        let pid = std::fs::read_to_string(self.dir.join("exim.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        if let Some(pid) = pid {
+            kill(pid, "TERM");
+            let gone = wait_for("exim to exit", Duration::from_secs(5), || {
+                !Path::new(&format!("/proc/{pid}")).exists()
+            });
+            if gone.is_err() {
+                kill(pid, "KILL");
+            }
+        }
+    }
 }

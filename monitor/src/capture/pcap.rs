@@ -38,6 +38,9 @@ struct Iface {
     name: String,
     cap: Capture<Active>,
     link: LinkType,
+    /// Nanoseconds per unit of the header's sub-second field: 1 when libpcap granted
+    /// nanosecond stamps, 1000 when it fell back to microseconds.
+    subsec_scale: i64,
     /// Last values read from pcap_stats (32-bit, wrapping), and the 64-bit totals built from
     /// their deltas.
     last_drop: u32,
@@ -101,10 +104,16 @@ impl PcapSource {
             cap.filter(&filter, true)
                 .map_err(|e| unavailable(format!("interface {name}: filter {filter:?}: {e}")))?;
             let link = LinkType(cap.get_datalink().0 as u32);
+            // The pcap crate ignores pcap_set_tstamp_precision's result; ask what was granted
+            // (pcap_get_tstamp_precision(3PCAP), PCAP_TSTAMP_PRECISION_NANO = 1).
+            // SAFETY: the handle is a live, activated pcap_t owned by `cap`.
+            let precision = unsafe { pcap_get_tstamp_precision(cap.as_ptr().cast()) };
+            let subsec_scale = if precision == 1 { 1 } else { 1000 };
             out.push(Iface {
                 name: name.clone(),
                 cap,
                 link,
+                subsec_scale,
                 last_drop: 0,
                 last_ifdrop: 0,
             });
@@ -149,7 +158,8 @@ impl PcapSource {
             for _ in 0..BATCH {
                 match i.cap.next_packet() {
                     Ok(p) => {
-                        let ts = p.header.ts.tv_sec * 1_000_000_000 + p.header.ts.tv_usec; // nanoseconds: Precision::Nano
+                        let ts = p.header.ts.tv_sec * 1_000_000_000
+                            + p.header.ts.tv_usec * i.subsec_scale;
                         let pkt = Packet {
                             ts,
                             link: i.link,
@@ -173,6 +183,11 @@ impl PcapSource {
         }
         Ok(n)
     }
+}
+
+// libpcap >= 1.5 (Debian 12 has 1.10), linked by the pcap crate.
+extern "C" {
+    fn pcap_get_tstamp_precision(p: *mut libc::c_void) -> libc::c_int;
 }
 
 fn unavailable(reason: String) -> LiveError {

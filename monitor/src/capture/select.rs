@@ -106,3 +106,36 @@ pub fn interface_nets(ifaces: &[String]) -> Result<Vec<ipnet::IpNet>, LiveError>
     }
     Ok(nets)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::caps::CAP_NET_RAW;
+
+    fn err(backend: Backend, caps: CapSet) -> String {
+        match open(backend, &["lo".into()], &[25], Some(caps)) {
+            Ok(o) => panic!("opened {} without the capabilities", o.source.backend()),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn explicit_backends_name_the_missing_capabilities() {
+        let e = err(Backend::Pcap, CapSet(0));
+        assert!(
+            e.starts_with("pcap capture unavailable: missing CAP_NET_RAW"),
+            "{e}"
+        );
+        let e = err(Backend::Ebpf, CapSet(1 << CAP_NET_RAW.bit));
+        assert!(
+            e.contains("missing CAP_BPF and CAP_NET_ADMIN and CAP_PERFMON"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn auto_without_any_capability_reports_the_fallback_failure() {
+        let e = err(Backend::Auto, CapSet(0));
+        assert!(e.contains("missing CAP_NET_RAW"), "{e}");
+    }
+}

@@ -121,6 +121,8 @@ pub struct Snapshot<'a> {
     pub reloads_ok: u64,
     pub reloads_failed: u64,
     pub records_written: u64,
+    /// The sink's own counters (ClickHouse batches, spool).
+    pub sink: &'a [crate::sink::SinkCounter],
     pub start_time: i64,
 }
 
@@ -304,10 +306,15 @@ pub fn render(s: &Snapshot<'_>) -> String {
     o.one(
         "records_written_total",
         "counter",
-        "Records written to the JSON lines output.",
+        "Records handed to the outputs.",
         &[],
         s.records_written,
     );
+    for c in s.sink {
+        let name = format!("sink_{}", c.name);
+        let kind = if c.gauge { "gauge" } else { "counter" };
+        o.one(&name, kind, c.help, &[], c.value);
+    }
     o.0
 }
 
@@ -333,12 +340,21 @@ mod tests {
             reloads_ok: 1,
             reloads_failed: 0,
             records_written: 0,
+            sink: &[crate::sink::SinkCounter {
+                name: "batches_sent_total",
+                help: "Batches sent.",
+                gauge: false,
+                value: 4,
+            }],
             start_time: 1_700_000_000,
         });
         assert!(text.contains("# TYPE mxcert_source_packets_total counter\nmxcert_source_packets_total{backend=\"pcap\"} 7\n"));
         assert!(text.contains("mxcert_source_dropped_total{backend=\"pcap\",where=\"kernel\"} 2\n"));
         assert!(text.contains("mxcert_findings_total{rule=\"eku.client_auth_missing\"} 3\n"));
         assert!(text.contains("mxcert_flows{state=\"active\"} 0\n"));
+        assert!(text.contains(
+            "# TYPE mxcert_sink_batches_sent_total counter\nmxcert_sink_batches_sent_total 4\n"
+        ));
         // Every sample line belongs to a declared family.
         for l in text.lines().filter(|l| !l.starts_with('#')) {
             let name = l.split(['{', ' ']).next().unwrap();
@@ -350,7 +366,8 @@ mod tests {
     fn responder_serves_metrics_and_404() {
         let expo = Exposition::default();
         expo.set("mxcert_up 1\n".into());
-        let addr = serve("127.0.0.1:0".parse().unwrap(), expo).expect("bind loopback");
+        // A port of the range these tests own (19300-19399 on loopback).
+        let addr = serve("127.0.0.1:19398".parse().unwrap(), expo).expect("bind loopback");
         let get = |path: &str| {
             let mut s = TcpStream::connect(addr).unwrap();
             write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();

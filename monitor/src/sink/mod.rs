@@ -32,6 +32,22 @@ pub trait Sink {
     fn session(&mut self, rec: &SessionRecord) -> Result<(), SinkError>;
     fn finding(&mut self, rec: &Finding) -> Result<(), SinkError>;
     fn flush(&mut self) -> Result<(), SinkError>;
+    /// The sink's own counters (batches sent, rows spooled...), exported as metrics by the
+    /// capture daemon as `mxcert_sink_<name>`.
+    fn counters(&self) -> Vec<SinkCounter> {
+        Vec::new()
+    }
+}
+
+/// One counter or gauge of a sink, for the metrics endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SinkCounter {
+    /// Metric name after `mxcert_sink_`, e.g. `batches_sent_total`.
+    pub name: &'static str,
+    pub help: &'static str,
+    /// A gauge (a level, like spool bytes waiting) rather than a counter.
+    pub gauge: bool,
+    pub value: u64,
 }
 
 /// One JSON object per line, certificates before the sessions that reference them.

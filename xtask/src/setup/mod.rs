@@ -14,6 +14,7 @@ use crate::run;
 mod clickhouse;
 mod ebpf;
 mod report;
+mod live;
 
 /// Everything the whole test suite needs.
 pub fn all() -> Result<()> {
@@ -23,6 +24,7 @@ pub fn all() -> Result<()> {
     clickhouse::install(&crate::repo_root())?;
     ebpf::install()?;
     report::install()?;
+    live::install()?;
     Ok(())
 }
 
