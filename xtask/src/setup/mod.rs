@@ -13,8 +13,8 @@ use crate::run;
 
 mod clickhouse;
 mod ebpf;
-mod report;
 mod live;
+mod report;
 
 /// Everything the whole test suite needs.
 pub fn all() -> Result<()> {
