@@ -16,6 +16,10 @@ use mxcert::session::{Config, Pipeline, PortSet};
 use mxcert::sink::clickhouse::ClickHouseArgs;
 use mxcert::sink::Outputs;
 
+mod report_cli;
+
+mod capture_cmd;
+
 /// Passive monitor of SMTP/TLS certificates on mail gateways.
 ///
 /// mxcert follows SMTP into STARTTLS (and implicit TLS on 465), reads the TLS handshake of both
@@ -32,9 +36,14 @@ struct Cli {
 enum Command {
     /// Read pcap/pcapng capture files and write session, certificate and finding records.
     Read(Box<ReadArgs>),
+    /// Capture live on network interfaces (eBPF or libpcap) and write the same records as
+    /// `read`, until SIGTERM/SIGINT; SIGHUP reloads the policy.
+    Capture(Box<capture_cmd::CaptureArgs>),
     /// Work with policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// The impact report: what breaks, for whom, from when (text, json, tlsrpt, html).
+    Report(Box<report_cli::ReportArgs>),
     /// ClickHouse schema: `mxcert schema apply --clickhouse URL`.
     #[command(subcommand)]
     Schema(SchemaCommand),
@@ -238,8 +247,9 @@ enum Progress {
 /// Exit codes: 0 success (also when a capture was truncated: what could be read is reported),
 /// 1 output failure, 2 unusable input or usage.
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(capture_cmd::layered_argv());
     match cli.command {
+        Command::Capture(args) => capture_cmd::main(*args),
         Command::Read(args) => match read(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -260,6 +270,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Report(args) => report_cli::main(*args),
         Command::Policy(PolicyCommand::Default) => {
             print!("{}", mxcert::classify::policy::DEFAULT_POLICY);
             ExitCode::SUCCESS

@@ -12,16 +12,19 @@ use anyhow::{bail, Context, Result};
 use crate::run;
 
 mod clickhouse;
+mod ebpf;
 
 /// Everything the whole test suite needs.
 pub fn all() -> Result<()> {
     rustup_components("stable", &["rustfmt", "clippy"])?;
+    // System tests build hosts out of network namespaces (tests/src/netns.rs).
+    apt_install(&["iproute2", "iputils-ping", "ethtool"])?;
     clickhouse::install(&crate::repo_root())?;
+    ebpf::install()?;
     Ok(())
 }
 
 /// Is a Debian package installed (dpkg status `install ok installed`)?
-#[allow(dead_code)] // first users: the ClickHouse, live-capture and report install steps
 pub fn dpkg_installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", pkg])
@@ -30,12 +33,10 @@ pub fn dpkg_installed(pkg: &str) -> bool {
         .unwrap_or(false)
 }
 
-#[allow(dead_code)]
 static APT_UPDATED: AtomicBool = AtomicBool::new(false);
 
 /// Installs the Debian packages of `pkgs` that are not installed yet (`apt-get update` once per
 /// run, first). Needs root; says so instead of failing obscurely.
-#[allow(dead_code)]
 pub fn apt_install(pkgs: &[&str]) -> Result<()> {
     let missing: Vec<&str> = pkgs
         .iter()
@@ -84,7 +85,6 @@ pub fn rustup_components(toolchain: &str, comps: &[&str]) -> Result<()> {
     Ok(())
 }
 
-#[allow(dead_code)]
 pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
