@@ -401,3 +401,42 @@ pub fn wait_with_deadline(
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Splits the batches of a spool directory (oldest first) into one RowBinary file per table in
+/// `out`: exactly the bytes the sink would INSERT. Returns (table, file, rows).
+pub fn spool_to_rowbinary(spool: &Path, out: &Path) -> Vec<(String, PathBuf, u64)> {
+    use mxcert::sink::clickhouse::spool::read_batch_file;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(spool)
+        .expect("spool directory")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".batch.json"))
+        .collect();
+    files.sort();
+    let mut tables: Vec<(String, PathBuf, u64, Vec<u8>)> = Vec::new();
+    for f in files {
+        let b = read_batch_file(&f).expect("spool file parses");
+        for (name, rows) in b.tables() {
+            let i = match tables.iter().position(|t| t.0 == name) {
+                Some(i) => i,
+                None => {
+                    tables.push((
+                        name.to_string(),
+                        out.join(format!("{name}.rowbinary")),
+                        0,
+                        Vec::new(),
+                    ));
+                    tables.len() - 1
+                }
+            };
+            tables[i].2 += rows.rows;
+            tables[i].3.extend_from_slice(&rows.data);
+        }
+    }
+    tables
+        .into_iter()
+        .map(|(name, path, rows, data)| {
+            std::fs::write(&path, data).expect("rowbinary file written");
+            (name, path, rows)
+        })
+        .collect()
+}

@@ -13,7 +13,7 @@ use super::{preflight, ClickHouseError, ClickHouseSink, Config};
 /// from the command line, where any local user could read them in the process list.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ClickHouseArgs {
-    /// ClickHouse HTTP(S) endpoint, e.g. http://127.0.0.1:8123. Records are streamed there
+    /// ClickHouse HTTP endpoint, e.g. http://127.0.0.1:8123. Records are streamed there
     /// (JSON lines are then written only when --out is given too).
     #[arg(long, value_name = "URL", env = "MXCERT_CLICKHOUSE_URL")]
     pub clickhouse: Option<String>,

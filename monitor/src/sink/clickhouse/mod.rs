@@ -1,5 +1,5 @@
 //! ClickHouse sink: records leave the packet path as rows in batches, through a bounded queue,
-//! to a writer thread that inserts them with the official `clickhouse` crate over HTTP(S).
+//! to a writer thread that inserts them with the official `clickhouse` crate over HTTP.
 //!
 //! Nothing is lost while the process lives: a batch that cannot be inserted (server down,
 //! slow, auth or schema error) or that finds the queue full goes to the on-disk [`spool`],

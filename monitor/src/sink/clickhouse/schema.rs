@@ -167,6 +167,37 @@ pub fn load_records_statements(file: &str, sensor: &str) -> Vec<String> {
     )
 }
 
+/// `(table, column, type)` of every `CREATE TABLE` in a migration, in declaration order.
+pub fn columns(sql: &str) -> Vec<(String, String, String)> {
+    let mut table = String::new();
+    let mut out = Vec::new();
+    for line in sql.lines() {
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix("CREATE TABLE IF NOT EXISTS ") {
+            table = rest.trim().to_string();
+        } else if line.starts_with("    ") && !t.starts_with("--") {
+            if let Some((col, ty)) = t.split_once(char::is_whitespace) {
+                out.push((
+                    table.clone(),
+                    col.to_string(),
+                    ty.trim().trim_end_matches(',').to_string(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// A table's columns as a structure string for `file(path, RowBinary, structure)`.
+pub fn structure(sql: &str, table: &str) -> String {
+    columns(sql)
+        .into_iter()
+        .filter(|c| c.0 == table)
+        .map(|c| format!("{} {}", c.1, c.2))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The migrations table (same DDL on every supported server).
 pub const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \
     (version UInt32, name String, variant String, applied_at DateTime) \
@@ -187,25 +218,19 @@ mod tests {
     /// RowBinary by position.
     #[test]
     fn variants_declare_the_same_columns() {
-        fn columns(sql: &str) -> Vec<(String, String)> {
-            let mut table = String::new();
-            let mut out = Vec::new();
-            for line in sql.lines() {
-                let t = line.trim();
-                if let Some(rest) = t.strip_prefix("CREATE TABLE IF NOT EXISTS ") {
-                    table = rest.trim().to_string();
-                } else if line.starts_with("    ") && !t.starts_with("--") {
-                    if let Some(col) = t.split_whitespace().next() {
-                        out.push((table.clone(), col.to_string()));
-                    }
-                }
-            }
-            out
-        }
+        let names = |sql: &str| -> Vec<(String, String)> {
+            super::columns(sql)
+                .into_iter()
+                .map(|c| (c.0, c.1))
+                .collect()
+        };
+        assert!(structure(MIGRATIONS[0].modern, "sessions").starts_with(
+            "sensor LowCardinality(String), session_id String, ts DateTime64(3, 'UTC'), end_ts"
+        ));
         for m in MIGRATIONS {
-            let modern = columns(m.modern);
+            let modern = names(m.modern);
             assert!(modern.len() > 50, "{} columns parsed", modern.len());
-            assert_eq!(modern, columns(m.compat_18), "migration {}", m.version);
+            assert_eq!(modern, names(m.compat_18), "migration {}", m.version);
         }
     }
 

@@ -37,6 +37,11 @@ fn encode(b: &Batch) -> Vec<u8> {
     out
 }
 
+/// A spool file's batch (`None` when it does not parse).
+pub fn read_batch_file(path: &Path) -> Option<Batch> {
+    decode(&fs::read(path).ok()?)
+}
+
 fn decode(data: &[u8]) -> Option<Batch> {
     let nl = data.iter().position(|&c| c == b'\n')?;
     let h: Header = serde_json::from_slice(&data[..nl]).ok()?;
