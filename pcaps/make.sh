@@ -208,31 +208,8 @@ cap_stop() {
 }
 
 # ------------------------------------------------------------------ postfix
-PF_MASTER_CF='
-smtp       inet  n - n - - smtpd
-submission inet  n - n - - smtpd
-smtps      inet  n - n - - smtpd -o smtpd_tls_wrappermode=yes -o smtpd_tls_security_level=encrypt
-pickup     unix  n - n 60 1 pickup
-cleanup    unix  n - n -  0 cleanup
-qmgr       unix  n - n 300 1 qmgr
-tlsmgr     unix  - - n 1000? 1 tlsmgr
-rewrite    unix  - - n -  - trivial-rewrite
-bounce     unix  - - n -  0 bounce
-defer      unix  - - n -  0 bounce
-trace      unix  - - n -  0 bounce
-verify     unix  - - n -  1 verify
-flush      unix  n - n 1000? 0 flush
-proxymap   unix  - - n -  - proxymap
-smtp       unix  - - n -  - smtp
-relay      unix  - - n -  - smtp
-showq      unix  n - n -  - showq
-error      unix  - - n -  - error
-retry      unix  - - n -  - error
-discard    unix  - - n -  - discard
-anvil      unix  - - n -  1 anvil
-scache     unix  - - n -  1 scache
-postlog    unix-dgram n - n - 1 postlogd
-'
+# shared with the live-capture system tests (tests/src/mta.rs)
+PF_MASTER_CF=$(cat "$HERE/mta/master.cf")
 
 # pf_write DIR NS IP HOSTNAME [main.cf lines...]
 pf_write() {

@@ -13,9 +13,12 @@ use mxcert::classify::policy::{Policy, PolicyError};
 use mxcert::classify::validate::TrustStore;
 use mxcert::classify::{Classifier, ClassifyConfig};
 use mxcert::session::{Config, Pipeline, PortSet};
-use mxcert::sink::JsonlSink;
+use mxcert::sink::clickhouse::ClickHouseArgs;
+use mxcert::sink::Outputs;
 
 mod report_cli;
+
+mod capture_cmd;
 
 /// Passive monitor of SMTP/TLS certificates on mail gateways.
 ///
@@ -33,12 +36,25 @@ struct Cli {
 enum Command {
     /// Read pcap/pcapng capture files and write session, certificate and finding records.
     Read(Box<ReadArgs>),
+    /// Capture live on network interfaces (eBPF or libpcap) and write the same records as
+    /// `read`, until SIGTERM/SIGINT; SIGHUP reloads the policy.
+    Capture(Box<capture_cmd::CaptureArgs>),
     /// Work with policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
     /// The impact report: what breaks, for whom, from when (text, json, tlsrpt, html).
     #[command(long_about = report_cli::LONG_ABOUT)]
     Report(Box<report_cli::ReportArgs>),
+    /// ClickHouse schema: `mxcert schema apply --clickhouse URL`.
+    #[command(subcommand)]
+    Schema(SchemaCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum SchemaCommand {
+    /// Create the database and apply the missing migrations of schema/ (idempotent; detects
+    /// the server version and applies the wire-compatible variant on ClickHouse 18.x).
+    Apply(Box<mxcert_schema_cmd::ApplyArgs>),
 }
 
 #[derive(Subcommand, Debug)]
@@ -64,6 +80,9 @@ struct ReadArgs {
 
     #[command(flatten)]
     classify: ClassifyArgs,
+
+    #[command(flatten)]
+    clickhouse: ClickHouseArgs,
 }
 
 #[derive(Args, Debug)]
@@ -171,14 +190,10 @@ fn classifier(args: &ClassifyArgs) -> anyhow::Result<Option<Classifier>> {
 
 #[derive(Args, Debug)]
 struct CommonArgs {
-    /// Where to write JSON lines records; `-` for stdout.
-    #[arg(
-        long,
-        value_name = "FILE",
-        default_value = "mxcert-out/records.jsonl",
-        env = "MXCERT_OUT"
-    )]
-    out: PathBuf,
+    /// Where to write JSON lines records; `-` for stdout [default: mxcert-out/records.jsonl;
+    /// none with --clickhouse unless given].
+    #[arg(long, value_name = "FILE", env = "MXCERT_OUT")]
+    out: Option<PathBuf>,
 
     /// TCP ports carrying SMTP, comma separated. TLS is detected by content on these ports,
     /// so implicit TLS on 587 or a ClientHello sent to a plaintext 465 are handled.
@@ -233,8 +248,9 @@ enum Progress {
 /// Exit codes: 0 success (also when a capture was truncated: what could be read is reported),
 /// 1 output failure, 2 unusable input or usage.
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(capture_cmd::layered_argv());
     match cli.command {
+        Command::Capture(args) => capture_cmd::main(*args),
         Command::Read(args) => match read(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -246,6 +262,13 @@ fn main() -> ExitCode {
                 } else {
                     ExitCode::from(1)
                 }
+            }
+        },
+        Command::Schema(SchemaCommand::Apply(args)) => match mxcert_schema_cmd::apply(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mxcert: error: {e:#}");
+                ExitCode::from(1)
             }
         },
         Command::Report(args) => report_cli::main(*args),
@@ -297,7 +320,7 @@ fn read(args: ReadArgs) -> anyhow::Result<()> {
         readers.push(FileReader::open(f)?);
     }
     let classifier = classifier(&args.classify)?;
-    let mut sink = JsonlSink::create(&c.out)?;
+    let mut sink = Outputs::open(c.out.as_deref(), &args.clickhouse)?;
     let mut pipeline = Pipeline::with_classifier(cfg, classifier);
     let started = Instant::now();
     let mut truncated = Vec::new();
@@ -335,12 +358,19 @@ fn read(args: ReadArgs) -> anyhow::Result<()> {
         }
     }
     pipeline.finish(&mut sink).context("writing records")?;
+    let outputs = sink.describe();
+    let ch_stats = sink.close();
     let elapsed = started.elapsed();
     if !c.quiet {
-        print_summary(&pipeline, &c.out, &truncated, total_bytes, elapsed);
+        print_summary(&pipeline, &outputs, &truncated, total_bytes, elapsed);
+        if let Some(st) = ch_stats {
+            eprintln!("  clickhouse    {st}");
+        }
     }
     Ok(())
 }
+
+mod mxcert_schema_cmd;
 
 fn progress_bar(
     mode: Progress,
@@ -361,7 +391,7 @@ fn progress_bar(
 
 fn print_summary(
     p: &Pipeline,
-    out: &std::path::Path,
+    out: &str,
     truncated: &[String],
     bytes: u64,
     elapsed: std::time::Duration,
@@ -428,5 +458,5 @@ fn print_summary(
     if !truncated.is_empty() {
         eprintln!("  truncated     {}", truncated.join(", "));
     }
-    eprintln!("  records       {}", out.display());
+    eprintln!("  records       {out}");
 }

@@ -2,9 +2,13 @@
 //! live-capture issue) yields [`Packet`]s that borrow from the source's own buffer, so the
 //! per-packet path allocates nothing. [`decode`] turns a packet into a [`TcpSegment`].
 
+pub mod caps;
 pub mod decode;
+pub mod ebpf;
 pub mod file;
 pub mod live;
+pub mod pcap;
+pub mod select;
 
 pub use decode::{decode, DecodeOutcome, TcpFlags, TcpSegment};
 pub use file::{CaptureError, FileReader};

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use hashbrown::HashMap;
 use sha2::{Digest, Sha256};
 
-use crate::capture::{decode, DecodeOutcome, Nanos, Packet, TcpSegment};
+use crate::capture::{decode, DecodeOutcome, FlowTuple, Nanos, Packet, TcpSegment};
 use crate::classify::{Classifier, KnownCert};
 use crate::reassembly::{Delivery, Stream};
 use crate::sink::{Sink, SinkError};
@@ -40,7 +40,28 @@ pub struct Config {
     /// Distinct certificates remembered (each is emitted once; with classification on, their
     /// DER is kept for chain validation, ~1.5 KB each).
     pub max_known_certs: usize,
+    /// Queue [`FlowEvent`]s for a live source (see [`Pipeline::drain_flow_events`]); off for
+    /// capture files, where nobody drains them.
+    pub flow_events: bool,
 }
+
+/// What a live source learns about a connection, so it can stop copying it
+/// ([`crate::capture::LiveSource::flow_done`]) and forget it
+/// ([`crate::capture::LiveSource::flow_closed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowEvent {
+    /// The pipeline needs no more payload of this connection: handshake over, TLS 1.3 (the
+    /// rest is encrypted), no TLS, alert, or a bound hit. FIN/RST still matter.
+    Done(FlowTuple),
+    /// The connection left the flow table (closed and lingered, idle, port reused, end of run).
+    Closed(FlowTuple),
+}
+
+/// Flow events queued between two drains. The daemon drains after every poll batch (at most a
+/// few thousand packets), so this is reached only if nobody drains; beyond it events are
+/// counted in [`Stats::flow_events_dropped`] and a source keeps copying those flows, which
+/// costs bytes, never records.
+const MAX_FLOW_EVENTS: usize = 65_536;
 
 impl Default for Config {
     fn default() -> Self {
@@ -51,6 +72,7 @@ impl Default for Config {
             max_flow_bytes: 256 * 1024,
             idle_timeout: 300 * 1_000_000_000,
             max_known_certs: 100_000,
+            flow_events: false,
         }
     }
 }
@@ -111,6 +133,7 @@ pub struct Stats {
     pub ooo_overflows: u64,
     pub gaps: u64,
     pub smtp_long_lines: u64,
+    pub flow_events_dropped: u64,
 }
 
 /// Canonical 4-tuple: the lower (address, port) first, so both directions find one entry.
@@ -121,6 +144,13 @@ struct FlowKey {
 }
 
 impl FlowKey {
+    fn tuple(&self) -> FlowTuple {
+        FlowTuple {
+            lo: self.lo.into(),
+            hi: self.hi.into(),
+        }
+    }
+
     fn of(seg: &TcpSegment<'_>) -> FlowKey {
         let a = (seg.src, seg.sport);
         let b = (seg.dst, seg.dport);
@@ -256,6 +286,7 @@ pub struct Pipeline {
     classifier: Option<Classifier>,
     /// A forward time jump larger than the idle timeout waiting for confirmation.
     jump: Option<Nanos>,
+    events: Vec<FlowEvent>,
 }
 
 impl Pipeline {
@@ -283,7 +314,60 @@ impl Pipeline {
             now: Nanos::MIN,
             jump: None,
             classifier,
+            events: Vec::new(),
         }
+    }
+
+    fn event(&mut self, e: FlowEvent) {
+        if !self.cfg.flow_events {
+            return;
+        }
+        if self.events.len() >= MAX_FLOW_EVENTS {
+            self.stats.flow_events_dropped += 1;
+            return;
+        }
+        self.events.push(e);
+    }
+
+    /// Moves the queued flow events into `out` (appending; `out` keeps its capacity between
+    /// calls, so the steady state allocates nothing).
+    pub fn drain_flow_events(&mut self, out: &mut Vec<FlowEvent>) {
+        out.append(&mut self.events);
+    }
+
+    /// Live capture: advances the flow table's clock to wall-clock `now` and closes idle flows,
+    /// so a flow whose last packet was long ago expires even when no packet arrives. Capture
+    /// files keep using packet time (see [`Pipeline::clock`]).
+    pub fn tick(&mut self, now: Nanos, sink: &mut dyn Sink) -> Result<(), SinkError> {
+        if now > self.now {
+            self.now = now;
+            self.jump = None;
+        }
+        if self.now.saturating_sub(self.last_sweep) >= self.cfg.idle_timeout / 4 {
+            self.last_sweep = self.now;
+            self.sweep(sink)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the classifier (SIGHUP reloads the policy): open flows are kept and classified
+    /// with the new one when they end. Returns the old classifier. Certificates seen while
+    /// classification was off were not kept, so chains referring to them are judged without
+    /// their DER.
+    pub fn replace_classifier(&mut self, classifier: Option<Classifier>) -> Option<Classifier> {
+        self.certs.keep = classifier.is_some();
+        std::mem::replace(&mut self.classifier, classifier)
+    }
+
+    /// Flows in the table by state: (active, done). Done flows are tombstones waiting for
+    /// FIN/RST or the idle timeout.
+    pub fn flows_by_state(&self) -> (usize, usize) {
+        let active = self
+            .flows
+            .values()
+            .filter(|s| matches!(s, Slot::Active(_)))
+            .count();
+        (active, self.flows.len() - active)
     }
 
     /// Advances the flow table's clock (which drives idle expiry). Captures sometimes hold a
@@ -366,6 +450,7 @@ impl Pipeline {
                     // A new connection on the same 4-tuple (port reuse).
                     self.flows.remove(&key);
                     self.stats.flows_port_reused += 1;
+                    self.event(FlowEvent::Closed(key.tuple()));
                 } else {
                     *last_ts = ts;
                     *closed |= flags.fin() || flags.rst();
@@ -417,6 +502,7 @@ impl Pipeline {
                 let closed = flow.rst || flow.fins >= 2;
                 self.finish_flow(flow, sink)?;
                 self.flows.insert(key, Slot::Done { last_ts, closed });
+                self.event(FlowEvent::Done(key.tuple()));
             }
         }
         Ok(())
@@ -473,8 +559,20 @@ impl Pipeline {
             .now
             .saturating_sub(CLOSED_LINGER.min(self.cfg.idle_timeout));
         // Tombstones go silently; active flows become records.
-        self.flows.retain(|_, s| match s {
-            Slot::Done { last_ts, closed } => *last_ts >= if *closed { linger } else { deadline },
+        let events = &mut self.events;
+        let (on, stats) = (self.cfg.flow_events, &mut self.stats);
+        self.flows.retain(|k, s| match s {
+            Slot::Done { last_ts, closed } => {
+                let keep = *last_ts >= if *closed { linger } else { deadline };
+                if !keep && on {
+                    if events.len() < MAX_FLOW_EVENTS {
+                        events.push(FlowEvent::Closed(k.tuple()));
+                    } else {
+                        stats.flow_events_dropped += 1;
+                    }
+                }
+                keep
+            }
             Slot::Active(_) => true,
         });
         let expired: Vec<FlowKey> = self
@@ -496,6 +594,7 @@ impl Pipeline {
         for k in keys.drain(..) {
             if let Some(Slot::Active(f)) = self.flows.remove(&k) {
                 flows.push(f);
+                self.event(FlowEvent::Closed(k.tuple()));
             }
         }
         // Deterministic output order whatever the hash table's order.
@@ -981,5 +1080,51 @@ mod tests {
         assert!(sink.sessions[0].midstream);
         assert_eq!(sink.sessions[0].outcome, Outcome::Incomplete);
         assert_eq!(sink.sessions[0].server_port, 25);
+    }
+
+    #[test]
+    fn live_pipeline_reports_done_then_closed_flows_on_wall_clock() {
+        let cfg = Config {
+            flow_events: true,
+            idle_timeout: 10 * SEC,
+            ..Config::default()
+        };
+        let mut p = Pipeline::new(cfg);
+        let mut sink = VecSink::default();
+        let mut ev = Vec::new();
+        plaintext_session(&mut p, &mut sink, 40000, SEC);
+        p.drain_flow_events(&mut ev);
+        let tuple = FlowTuple::new(
+            "198.18.0.2:40000".parse().unwrap(),
+            "198.18.0.1:25".parse().unwrap(),
+        );
+        assert_eq!(ev, vec![FlowEvent::Done(tuple)]);
+        assert_eq!(p.flows_by_state(), (0, 1));
+        // An active flow that goes quiet, and no packet at all afterwards: only the wall clock
+        // moves, and it alone expires both.
+        p.segment(2 * SEC, &seg(true, 40001, 0, TcpFlags::SYN, b""), &mut sink)
+            .unwrap();
+        assert_eq!(p.flows_by_state(), (1, 1));
+        ev.clear();
+        p.tick(5 * SEC, &mut sink).unwrap();
+        p.drain_flow_events(&mut ev);
+        assert!(ev.is_empty(), "nothing idle yet: {ev:?}");
+        p.tick(30 * SEC, &mut sink).unwrap();
+        p.drain_flow_events(&mut ev);
+        assert_eq!(ev.len(), 2, "{ev:?}");
+        assert!(ev.contains(&FlowEvent::Closed(tuple)));
+        assert_eq!(p.flows_by_state(), (0, 0));
+        assert_eq!(p.stats.flows_idle_expired, 1);
+        assert_eq!(sink.sessions.len(), 2);
+    }
+
+    #[test]
+    fn capture_files_queue_no_flow_events() {
+        let mut p = Pipeline::new(Config::default());
+        let mut sink = VecSink::default();
+        plaintext_session(&mut p, &mut sink, 40000, SEC);
+        let mut ev = Vec::new();
+        p.drain_flow_events(&mut ev);
+        assert!(ev.is_empty());
     }
 }

@@ -1,5 +1,10 @@
-//! Stage 7: where records go. JSON lines is the embedded default; ClickHouse arrives with its
-//! own issue (#6) behind the same [`Sink`] trait.
+//! Stage 7: where records go. JSON lines is the embedded default; [`clickhouse`] streams to
+//! ClickHouse behind the same [`Sink`] trait, and [`Outputs`] is the pair a run writes to.
+
+pub mod clickhouse;
+mod outputs;
+
+pub use outputs::{Outputs, OutputsError, DEFAULT_OUT};
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -52,6 +57,29 @@ impl JsonlSink {
             path: path.to_path_buf(),
             source,
         })?;
+        Ok(Self::from_writer(Box::new(f), &path.display().to_string()))
+    }
+
+    /// Like [`JsonlSink::create`] but appends to an existing file: a restarted daemon must not
+    /// erase what it wrote before.
+    pub fn append(path: &Path) -> Result<JsonlSink, SinkError> {
+        if path == Path::new("-") {
+            return Self::create(path);
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| SinkError::Create {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|source| SinkError::Create {
+                path: path.to_path_buf(),
+                source,
+            })?;
         Ok(Self::from_writer(Box::new(f), &path.display().to_string()))
     }
 

@@ -1,0 +1,248 @@
+//! `mxcert capture`: the daemon. Parses its flags (the same output and classification flags as
+//! `read`, layered with the environment and a config file), opens a live backend and runs
+//! [`mxcert::daemon::run`] until SIGTERM/SIGINT.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, CommandFactory, ValueEnum};
+
+use mxcert::capture::caps::CapSet;
+use mxcert::capture::select::{self, Backend};
+use mxcert::daemon::{self, config, metrics, Control, LoopConfig};
+use mxcert::session::{Config, Pipeline, PortSet};
+use mxcert::sink::JsonlSink;
+
+use crate::{ClassifyArgs, CommonArgs};
+
+#[derive(Args, Debug)]
+pub struct CaptureArgs {
+    #[command(flatten)]
+    live: LiveArgs,
+
+    #[command(flatten)]
+    common: CommonArgs,
+
+    #[command(flatten)]
+    classify: ClassifyArgs,
+}
+
+/// Settings of the live daemon. Every flag here and below is also a key of the --config file
+/// (its long name, e.g. `metrics-addr = "127.0.0.1:9187"`; lists as TOML arrays) and an
+/// environment variable (`MXCERT_` + the name in capitals, e.g. MXCERT_METRICS_ADDR).
+/// Precedence: command line > environment > config file > default.
+#[derive(Args, Debug)]
+struct LiveArgs {
+    /// Interfaces to capture on (repeatable or comma separated), e.g. eth0. Required here, in
+    /// the config file (`iface = ["eth0"]`) or in MXCERT_IFACE.
+    #[arg(long = "iface", value_name = "IF", value_delimiter = ',')]
+    iface: Vec<String>,
+
+    /// Packet source: `ebpf` (TC program, stops copying a flow once its handshake is decided),
+    /// `pcap` (libpcap, copies every packet of the ports), `auto` (eBPF when it loads, else
+    /// libpcap; the choice and its reason are logged at start).
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    backend: BackendArg,
+
+    /// Config file (TOML) holding any of these flags as keys.
+    #[arg(long, value_name = "FILE", env = "MXCERT_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9187) [default: off].
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<SocketAddr>,
+
+    /// Log format on stderr; the level comes from RUST_LOG (default `info`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    /// Seconds between status lines in the log (0: none).
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    status_interval: u64,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum BackendArg {
+    Auto,
+    Ebpf,
+    Pcap,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The command line with the environment and the config file layered in, for `capture`; any
+/// other command's arguments are returned unchanged. Errors (unreadable or invalid config file)
+/// end the process with exit code 2.
+pub fn layered_argv() -> Vec<OsString> {
+    let mut argv: Vec<OsString> = std::env::args_os().collect();
+    let cmd = crate::Cli::command();
+    // Only `mxcert capture ...` is layered; a failing first parse is left to the real one,
+    // which prints clap's message.
+    let Ok(first) = cmd.clone().try_get_matches_from(&argv) else {
+        return argv;
+    };
+    let Some(("capture", sub_m)) = first.subcommand() else {
+        return argv;
+    };
+    let Some(sub) = cmd.find_subcommand("capture") else {
+        return argv;
+    };
+    let file = sub_m.get_one::<PathBuf>("config").cloned();
+    match config::layered_args(
+        sub,
+        sub_m,
+        file.as_deref(),
+        &|k| std::env::var(k).ok(),
+        &["config"],
+    ) {
+        Ok(extra) => argv.extend(extra),
+        Err(e) => {
+            eprintln!("mxcert: error: {e}");
+            std::process::exit(2);
+        }
+    }
+    argv
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _ = match format {
+        LogFormat::Text => b.try_init(),
+        LogFormat::Json => b.json().try_init(),
+    };
+}
+
+/// Exit codes: 0 stopped by SIGTERM/SIGINT after flushing; 2 unusable configuration, interface
+/// or backend (the message says what to do); 1 the capture or the output failed while running.
+pub fn main(args: CaptureArgs) -> ExitCode {
+    init_logging(args.live.log_format);
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((code, e)) => {
+            tracing::error!("{e:#}");
+            eprintln!("mxcert: error: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(args: CaptureArgs) -> Result<(), (u8, anyhow::Error)> {
+    let usage = |e: anyhow::Error| (2u8, e);
+    let live = &args.live;
+    let c = &args.common;
+    if live.iface.is_empty() {
+        return Err(usage(anyhow::anyhow!(
+            "no interface: pass --iface IF, set `iface = [\"eth0\"]` in the config file or MXCERT_IFACE"
+        )));
+    }
+    let caps = CapSet::current();
+    let backend = match live.backend {
+        BackendArg::Auto => Backend::Auto,
+        BackendArg::Ebpf => Backend::Ebpf,
+        BackendArg::Pcap => Backend::Pcap,
+    };
+    let local_nets = if c.local_net.is_empty() {
+        let nets = select::interface_nets(&live.iface).map_err(|e| usage(e.into()))?;
+        tracing::info!(
+            local_net = %nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","),
+            "--local-net not given: using the interfaces' own addresses"
+        );
+        nets
+    } else {
+        c.local_net.clone()
+    };
+    let cfg = Config {
+        ports: PortSet::new(&c.ports),
+        local_nets,
+        max_flows: c.max_flows,
+        max_flow_bytes: c.max_flow_bytes,
+        idle_timeout: i64::try_from(c.idle_timeout.saturating_mul(1_000_000_000))
+            .unwrap_or(i64::MAX),
+        flow_events: true,
+        ..Config::default()
+    };
+    let classifier = crate::classifier(&args.classify).map_err(usage)?;
+    // TODO(#6): stream to ClickHouse too (`Outputs`, as `read` does); JSON lines until then.
+    let out = c
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(mxcert::sink::DEFAULT_OUT));
+    let mut sink = JsonlSink::append(&out).map_err(|e| usage(e.into()))?;
+    let control = Control::default();
+    control
+        .install_signal_handlers()
+        .context("installing signal handlers")
+        .map_err(|e| (1, e))?;
+    let expo = metrics::Exposition::default();
+    if let Some(addr) = live.metrics_addr {
+        let bound = metrics::serve(addr, expo.clone())
+            .with_context(|| format!("cannot serve metrics on {addr} (--metrics-addr)"))
+            .map_err(usage)?;
+        tracing::info!(%bound, "metrics at http://{bound}/metrics");
+    }
+    let opened = select::open(backend, &live.iface, &c.ports, caps).map_err(|e| usage(e.into()))?;
+    let mut source = opened.source;
+    tracing::info!(
+        backend = source.backend(),
+        reason = %opened.reason,
+        ifaces = %live.iface.join(","),
+        ports = ?c.ports,
+        out = %out.display(),
+        capeff = %caps.map(|c| format!("{:016x}", c.0)).unwrap_or_else(|| "unknown".into()),
+        "capture started"
+    );
+    let mut pipeline = Pipeline::with_classifier(cfg, classifier);
+    let classify = &args.classify;
+    let mut reload = || crate::classifier(classify).map_err(|e| format!("{e:#}"));
+    let loop_cfg = LoopConfig {
+        status_every: (live.status_interval > 0)
+            .then(|| std::time::Duration::from_secs(live.status_interval)),
+        ..LoopConfig::default()
+    };
+    let started = std::time::Instant::now();
+    let report = daemon::run(
+        source.as_mut(),
+        &mut pipeline,
+        &mut sink,
+        &control,
+        &mut reload,
+        live.metrics_addr.map(|_| &expo),
+        &loop_cfg,
+    )
+    .map_err(|e| (1, e.into()))?;
+    let counters = source.counters();
+    // Dropping the source closes the capture handles / detaches the eBPF program.
+    drop(source);
+    tracing::info!(
+        packets = counters.packets,
+        bytes = counters.bytes,
+        dropped = counters.dropped,
+        if_dropped = counters.if_dropped,
+        cut_off = counters.cut_off,
+        records = report.records,
+        reloads = report.reloads_ok,
+        "capture stopped"
+    );
+    if !c.quiet {
+        crate::print_summary(
+            &pipeline,
+            &out.display().to_string(),
+            &[],
+            counters.bytes,
+            started.elapsed(),
+        );
+    }
+    Ok(())
+}
