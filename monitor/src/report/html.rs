@@ -224,7 +224,29 @@ fn cert_cells(c: &CertView) -> Vec<Cell> {
 
 /// The command line and SQL that reproduce a section's numbers.
 fn reproduce(o: &mut String, r: &Report, jq: &str, sql: &[&str]) {
-    let from: Vec<String> = r.inputs.iter().map(|i| format!("--from {i}")).collect();
+    // Inputs as the report names them: a file path, or `URL (database D)[ (sensor S)]`.
+    let from: Vec<String> = r
+        .inputs
+        .iter()
+        .map(|i| {
+            if !i.starts_with("http://") && !i.starts_with("https://") {
+                return format!("--from {i}");
+            }
+            let url = i.split(' ').next().unwrap_or(i);
+            let field = |k: &str| {
+                i.split_once(&format!("({k} "))
+                    .and_then(|(_, rest)| rest.split(')').next())
+            };
+            let mut a = format!("--clickhouse {url}");
+            if let Some(d) = field("database").filter(|d| *d != "mxcert") {
+                let _ = write!(a, " --clickhouse-database {d}");
+            }
+            if let Some(s) = field("sensor") {
+                let _ = write!(a, " --sensor {s}");
+            }
+            a
+        })
+        .collect();
     let mut cmd = format!(
         "mxcert report {} --at {}",
         from.join(" "),
