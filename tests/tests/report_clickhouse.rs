@@ -18,8 +18,7 @@ use mxcert::classify::policy::Policy;
 use mxcert::report::clickhouse::{queries, ClickHouseInput, Dialect};
 use mxcert::report::{build, Dataset, Input, JsonlInput, ReportOptions, Window};
 use mxcert_system_tests::clickhouse::{
-    fixture_captures, fixture_records, mxcert_bin, query_pack, schema_apply, skip_or_fail, Chdb,
-    Server,
+    fixture_captures, fixture_records, mxcert_bin, query_pack, skip_or_fail, Chdb, Server,
 };
 use mxcert_system_tests::repo_root;
 use serde_json::{json, Value};
@@ -33,6 +32,21 @@ fn tmpdir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// `mxcert schema apply` against the private server.
+fn schema_apply(url: &str) {
+    let o = Command::new(mxcert_bin())
+        .args(["schema", "apply", "--clickhouse", url])
+        .env_remove("MXCERT_CLICKHOUSE_USER")
+        .env_remove("MXCERT_CLICKHOUSE_PASSWORD")
+        .output()
+        .expect("mxcert schema apply runs");
+    assert!(
+        o.status.success(),
+        "schema apply: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 fn report_json(args: &[&str]) -> Value {
