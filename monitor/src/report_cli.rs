@@ -7,9 +7,11 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 
 use mxcert::classify::policy::{Policy, PolicyError};
+use mxcert::report::clickhouse::ClickHouseInput;
 use mxcert::report::{
     self, Dataset, Format, Input, JsonlInput, ReportError, ReportOptions, Window,
 };
+use mxcert::sink::clickhouse::{ClickHouseArgs, ClickHouseError};
 
 /// `mxcert report --help`: what the sections count and how.
 pub const LONG_ABOUT: &str = "\
@@ -35,8 +37,32 @@ client inbound, the server outbound). A share is over all sessions of the sectio
 pub struct ReportArgs {
     /// Records written by `mxcert read --out FILE` (JSON lines; repeatable, `-` for stdin).
     /// Sessions seen in several files (same session_id) count once.
-    #[arg(long = "from", value_name = "FILE", required = true, num_args = 1..)]
+    #[arg(
+        long = "from",
+        value_name = "FILE",
+        num_args = 1..,
+        required_unless_present = "clickhouse",
+        conflicts_with = "clickhouse"
+    )]
     from: Vec<PathBuf>,
+
+    /// Read the records from ClickHouse instead (HTTP, e.g. http://127.0.0.1:8123), where
+    /// `mxcert read --clickhouse` streams them. Credentials: MXCERT_CLICKHOUSE_USER and
+    /// MXCERT_CLICKHOUSE_PASSWORD, or --clickhouse-password-file.
+    #[arg(long, value_name = "URL")]
+    clickhouse: Option<String>,
+
+    /// Database holding mxcert's tables.
+    #[arg(long, value_name = "NAME", default_value = "mxcert")]
+    clickhouse_database: String,
+
+    /// File whose first line is the ClickHouse password.
+    #[arg(long, value_name = "FILE")]
+    clickhouse_password_file: Option<PathBuf>,
+
+    /// Only this gateway's records (the `sensor` column) [default: every sensor].
+    #[arg(long, value_name = "NAME", requires = "clickhouse")]
+    sensor: Option<String>,
 
     /// Only sessions that started at or after this time (YYYY-MM-DD or RFC 3339, UTC).
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
@@ -95,6 +121,34 @@ enum ColorArg {
     Never,
 }
 
+/// The sink's connection settings (same URL rules, same credential sources), without its
+/// batching and spool flags, which a reader does not need.
+fn clickhouse_input(url: &str, args: &ReportArgs) -> anyhow::Result<ClickHouseInput> {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Conn {
+        #[command(flatten)]
+        ch: ClickHouseArgs,
+    }
+    let mut argv = vec![
+        "mxcert".to_string(),
+        "--clickhouse".into(),
+        url.to_string(),
+        "--clickhouse-database".into(),
+        args.clickhouse_database.clone(),
+    ];
+    if let Some(p) = &args.clickhouse_password_file {
+        argv.push("--clickhouse-password-file".into());
+        argv.push(p.display().to_string());
+    }
+    let conn = Conn::try_parse_from(argv)?;
+    let cfg = conn
+        .ch
+        .config()?
+        .ok_or_else(|| anyhow::anyhow!("--clickhouse needs a URL"))?;
+    Ok(report::clickhouse::http_input(&cfg, args.sensor.clone())?)
+}
+
 fn parse_time(s: &str) -> Result<i64, String> {
     mxcert::classify::policy::parse_date(s)
         .ok_or_else(|| format!("{s:?} is not a UTC time; write 2026-12-01 or 2026-12-01T00:00:00Z"))
@@ -106,6 +160,7 @@ pub fn main(args: ReportArgs) -> ExitCode {
         Err(e) => {
             eprintln!("mxcert: error: {e:#}");
             let usage = e.downcast_ref::<PolicyError>().is_some()
+                || e.downcast_ref::<ClickHouseError>().is_some()
                 || matches!(
                     e.downcast_ref::<ReportError>(),
                     Some(
@@ -140,6 +195,9 @@ fn run(args: ReportArgs) -> anyhow::Result<()> {
         .iter()
         .map(|p| Box::new(JsonlInput { path: p.clone() }) as Box<dyn Input>)
         .collect();
+    if let Some(url) = &args.clickhouse {
+        inputs.push(Box::new(clickhouse_input(url, &args)?));
+    }
     let mut ds = Dataset::default();
     for i in &mut inputs {
         i.load(&window, &mut ds)?;

@@ -11,7 +11,7 @@
 use serde_json::{json, Value};
 
 use super::input::{Dataset, Window};
-use super::ReportError;
+use super::{ReportError, MAX_SESSIONS};
 use crate::timefmt::rfc3339_ms;
 
 /// Which schema variant the server holds.
@@ -86,10 +86,12 @@ pub fn queries(d: Dialect, w: &Window, sensor: Option<&str>) -> [String; 3] {
          banner_host, ehlo, starttls_offered, implicit_tls, tls_version, cipher, sni, \
          cert_requested, client_cert_presented, server_chain, client_chain, \
          toString(outcome) AS outcome \
-         FROM sessions FINAL WHERE {f} ORDER BY ts, session_id",
+         FROM sessions FINAL WHERE {f} ORDER BY ts, session_id LIMIT {limit}",
         ts = d.ms("ts"),
         cip = d.ip("client_ip"),
         sip = d.ip("server_ip"),
+        // One more than the report keeps, so the report can say the bound was hit.
+        limit = MAX_SESSIONS + 1,
     );
     let certificates = format!(
         "SELECT sha256, subject, issuer, subject_cn, toString({nb}) AS not_before_ms, \
@@ -187,7 +189,7 @@ pub fn record(kind: usize, r: &Value) -> Option<Value> {
     })
 }
 
-/// Runs one SQL query and returns its JSONEachRow text.
+/// Runs one SQL query (without a FORMAT clause) and returns its rows as JSONEachRow text.
 pub type Runner = Box<dyn FnMut(&str) -> Result<String, String>>;
 
 /// Records from a ClickHouse store, through any query runner (HTTP to a server, or chdb).
@@ -210,13 +212,10 @@ impl super::Input for ClickHouseInput {
         let qs = queries(self.dialect, w, self.sensor.as_deref());
         // Certificates first, as in a records file (the order does not matter to the model).
         for kind in [1, 0, 2] {
-            let body =
-                (self.run)(&format!("{} FORMAT JSONEachRow", qs[kind])).map_err(|message| {
-                    ReportError::Input {
-                        input: self.describe(),
-                        message,
-                    }
-                })?;
+            let body = (self.run)(&qs[kind]).map_err(|message| ReportError::Input {
+                input: self.describe(),
+                message,
+            })?;
             for line in body.lines().filter(|l| !l.trim().is_empty()) {
                 match serde_json::from_str::<Value>(line)
                     .ok()
@@ -230,6 +229,46 @@ impl super::Input for ClickHouseInput {
         ds.sources.push(self.describe());
         Ok(())
     }
+}
+
+/// A ClickHouse server over HTTP, with the sink's connection settings (URL, database,
+/// credentials from the environment or a file). Asks the server's version first to know which
+/// schema variant it holds; a server without mxcert's tables is a clear error.
+pub fn http_input(
+    cfg: &crate::sink::clickhouse::Config,
+    sensor: Option<String>,
+) -> Result<ClickHouseInput, ReportError> {
+    use crate::sink::clickhouse::classify_error;
+    let name = format!("{} (database {})", cfg.url, cfg.database);
+    let fail = |message: String| ReportError::Input {
+        input: name.clone(),
+        message,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(format!("cannot start the HTTP client: {e}")))?;
+    let client = cfg.client();
+    let (url, db) = (cfg.url.clone(), cfg.database.clone());
+    let version: String = rt
+        .block_on(client.query("SELECT version()").fetch_one())
+        .map_err(|e| fail(classify_error(&url, &db, &e).to_string()))?;
+    let run: Runner = Box::new(move |sql: &str| {
+        rt.block_on(async {
+            let mut cursor = client.query(sql).fetch_bytes("JSONEachRow")?;
+            cursor.collect().await
+        })
+        .map_err(|e| classify_error(&url, &db, &e).to_string())
+        .and_then(|b| {
+            String::from_utf8(b.to_vec()).map_err(|_| "the answer is not UTF-8".to_string())
+        })
+    });
+    Ok(ClickHouseInput {
+        name,
+        dialect: Dialect::from_version(&version),
+        sensor,
+        run,
+    })
 }
 
 #[cfg(test)]

@@ -153,7 +153,7 @@ impl Table {
             );
         }
         o.push_str("</tr></thead><tbody>");
-        for r in &self.rows {
+        for r in self.rows.iter().take(MAX_HTML_ROWS) {
             o.push_str("<tr>");
             for c in r {
                 let _ = match c {
@@ -167,8 +167,19 @@ impl Table {
             o.push_str("</tr>");
         }
         o.push_str("</tbody></table>");
+        if self.rows.len() > MAX_HTML_ROWS {
+            let _ = write!(
+                o,
+                "<p class=\"note\">{} more rows: see <code>--format json</code>.</p>",
+                self.rows.len() - MAX_HTML_ROWS
+            );
+        }
     }
 }
+
+/// Rows per table in the page: a browser stays responsive, the file small enough to mail;
+/// `--format json` has every row.
+pub const MAX_HTML_ROWS: usize = 1000;
 
 fn t(s: impl Into<String>) -> Cell {
     Cell::Text(s.into())
@@ -213,7 +224,29 @@ fn cert_cells(c: &CertView) -> Vec<Cell> {
 
 /// The command line and SQL that reproduce a section's numbers.
 fn reproduce(o: &mut String, r: &Report, jq: &str, sql: &[&str]) {
-    let from: Vec<String> = r.inputs.iter().map(|i| format!("--from {i}")).collect();
+    // Inputs as the report names them: a file path, or `URL (database D)[ (sensor S)]`.
+    let from: Vec<String> = r
+        .inputs
+        .iter()
+        .map(|i| {
+            if !i.starts_with("http://") && !i.starts_with("https://") {
+                return format!("--from {i}");
+            }
+            let url = i.split(' ').next().unwrap_or(i);
+            let field = |k: &str| {
+                i.split_once(&format!("({k} "))
+                    .and_then(|(_, rest)| rest.split(')').next())
+            };
+            let mut a = format!("--clickhouse {url}");
+            if let Some(d) = field("database").filter(|d| *d != "mxcert") {
+                let _ = write!(a, " --clickhouse-database {d}");
+            }
+            if let Some(s) = field("sensor") {
+                let _ = write!(a, " --sensor {s}");
+            }
+            a
+        })
+        .collect();
     let mut cmd = format!(
         "mxcert report {} --at {}",
         from.join(" "),
@@ -880,4 +913,30 @@ pub fn render(r: &Report) -> String {
         "</ul></section></main><script>{JS}</script></body></html>"
     );
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_are_bounded_and_escaped() {
+        let mut tb = Table::new(&[("name", false), ("n", true)]);
+        for i in 0..MAX_HTML_ROWS + 5 {
+            tb.rows
+                .push(vec![t(format!("<x{i}>")), Cell::Num(i as u64)]);
+        }
+        let mut o = String::new();
+        tb.write(&mut o);
+        assert_eq!(
+            o.matches("<tr>").count(),
+            MAX_HTML_ROWS + 1,
+            "header + bound"
+        );
+        assert!(o.contains("5 more rows"));
+        assert!(o.contains("&lt;x0&gt;") && !o.contains("<x0>"));
+        let mut o = String::new();
+        Table::new(&[("a", false)]).write(&mut o);
+        assert!(o.contains("No rows."));
+    }
 }

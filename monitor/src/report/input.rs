@@ -362,8 +362,9 @@ impl Dataset {
     pub fn finish(&mut self) {
         let seen = &self.seen;
         self.findings.retain(|id, _| seen.contains(id));
+        // Time, then the millisecond text (same format from every input), then the id.
         self.sessions
-            .sort_by(|a, b| a.t.cmp(&b.t).then_with(|| a.session_id.cmp(&b.session_id)));
+            .sort_by(|a, b| (a.t, &a.ts, &a.session_id).cmp(&(b.t, &b.ts, &b.session_id)));
     }
 
     pub fn findings_of(&self, session_id: &str) -> &[FindingIn] {
