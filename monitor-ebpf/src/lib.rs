@@ -1,9 +1,278 @@
-//! Types shared between mxcert's eBPF programs and user space.
+//! Types and constants shared between mxcert's TC classifier (`src/main.rs`, built for
+//! `bpfel-unknown-none`) and user space (`mxcert::capture::ebpf`, with the `user` feature).
 //!
-//! The TC classifier itself arrives with the live-capture issue (#5); until then this crate only
-//! fixes the constants both sides must agree on, so the offline pipeline and the future kernel
-//! program filter the same ports.
+//! Everything that crosses the kernel/user boundary is a `#[repr(C)]`, `Copy` type with
+//! fixed-width fields and explicit padding, so both compilers lay it out identically; map names
+//! and sizes are constants here so neither side can drift.
+//!
+//! The data path: the program copies each selected frame into the [`MAP_EVENTS`] ring buffer as
+//! one or more records, each a [`ChunkHeader`] followed by `chunk_len` frame bytes. A frame
+//! longer than [`CHUNK`] (a GSO/GRO super-packet of up to 64 KiB) is split into chunks that user
+//! space joins again; the chunks of one frame are written back to back by one CPU, so they
+//! arrive in order, never interleaved with another frame of the same CPU.
 #![no_std]
 
 /// SMTP ports watched by default: 25 (MTA relay), 587 (submission), 465 (implicit TLS, RFC 8314).
 pub const DEFAULT_PORTS: [u16; 3] = [25, 587, 465];
+
+/// Program names in the object (the function names of the two entry points).
+pub const PROG_INGRESS: &str = "mxcert_tc_ingress";
+pub const PROG_EGRESS: &str = "mxcert_tc_egress";
+
+/// Map names in the object (the names of the `static`s in `src/main.rs`).
+pub const MAP_EVENTS: &str = "MXCERT_EVENTS";
+pub const MAP_PORTS: &str = "MXCERT_PORTS";
+pub const MAP_FLOWS: &str = "MXCERT_FLOWS";
+pub const MAP_IFACES: &str = "MXCERT_IFACES";
+pub const MAP_COUNTERS: &str = "MXCERT_COUNTERS";
+
+/// Ring buffer size. 8 MiB holds ~120 full 64 KiB super-packets or ~100 000 small segments:
+/// enough for user space to fall a few hundred milliseconds behind on a busy gateway before
+/// anything is dropped (and counted in [`counter::RING_FULL`]). Must be a power-of-two multiple
+/// of the page size (kernel/bpf/ringbuf.c, `ringbuf_map_alloc`).
+pub const RING_BYTES: u32 = 8 << 20;
+
+/// Most watched ports (entries of [`MAP_PORTS`]).
+pub const MAX_PORTS: u32 = 64;
+
+/// Most flows marked done at once ([`MAP_FLOWS`], an LRU hash: when full, the kernel evicts the
+/// least recently used entry, i.e. an idle flow, whose packets are then copied again).
+pub const MAX_FLOWS: u32 = 65_536;
+
+/// Most interfaces one source attaches to ([`MAP_IFACES`]).
+pub const MAX_IFACES: u32 = 64;
+
+/// Frame bytes per ring-buffer record. The program stages a record in a per-CPU array value,
+/// which the kernel limits to 32 KiB (`PCPU_MIN_UNIT_SIZE`, include/linux/percpu.h); 16 KiB
+/// keeps a 64 KiB super-packet to five records.
+pub const CHUNK: u32 = 16 * 1024;
+
+/// Most chunks per frame. The program's copy loop runs at most this many times (the verifier
+/// needs a bound).
+pub const MAX_CHUNKS: u32 = 5;
+
+/// Longest frame delivered whole: 80 KiB covers the largest GSO/GRO packet of a standard stack
+/// (IP total length ≤ 65 535, plus link headers and VLAN tags). Longer frames (BIG TCP, which
+/// raises `gso_max_size` past 64 KiB) are cut here and counted in [`counter::TRUNCATED`].
+pub const MAX_FRAME: u32 = CHUNK * MAX_CHUNKS;
+
+/// Most VLAN tags (802.1Q / 802.1ad / pre-standard QinQ) the program walks through; the same
+/// bound as the offline decoder's `MAX_VLAN_TAGS`.
+pub const MAX_VLAN_TAGS: u32 = 8;
+
+/// Most IPv6 extension headers walked (RFC 8200 §4.1 allows each once, destination options
+/// twice; a longer chain is not a segment we can follow).
+pub const MAX_IPV6_EXT_HEADERS: u32 = 8;
+
+/// [`ChunkHeader::flags`]: the frame was seen on egress (else ingress).
+pub const FLAG_EGRESS: u32 = 1;
+/// [`ChunkHeader::flags`]: the frame starts with the IP header (an L3 interface: tun,
+/// WireGuard, ipip), else with an Ethernet header.
+pub const FLAG_RAW_IP: u32 = 2;
+/// [`ChunkHeader::flags`]: only the headers were copied (FIN/RST of a flow marked done).
+pub const FLAG_HEADERS_ONLY: u32 = 4;
+
+/// [`MAP_IFACES`] value bit: the interface has no link-layer header (ARPHRD_NONE and friends).
+pub const IFACE_RAW_IP: u32 = 1;
+
+/// Header of one ring-buffer record; `chunk_len` frame bytes follow it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChunkHeader {
+    /// `bpf_ktime_get_ns()` when the frame was seen: CLOCK_MONOTONIC (kernel/bpf/helpers.c).
+    pub ktime_ns: u64,
+    /// Per-CPU frame counter: the chunks of one frame share it.
+    pub frame_id: u32,
+    /// CPU that wrote the frame (chunks of one frame come from one CPU).
+    pub cpu: u32,
+    pub ifindex: u32,
+    /// Length of the frame on the wire side (`skb->len`, the whole super-packet).
+    pub frame_len: u32,
+    /// Bytes of the frame delivered over all chunks (`< frame_len` when cut at [`MAX_FRAME`]
+    /// or for a headers-only record).
+    pub cap_len: u32,
+    /// Offset in the frame of this record's bytes.
+    pub offset: u32,
+    /// Frame bytes following this header.
+    pub chunk_len: u32,
+    /// `FLAG_*` bits.
+    pub flags: u32,
+}
+
+/// Size of [`ChunkHeader`] in a record.
+pub const HEADER_LEN: usize = core::mem::size_of::<ChunkHeader>();
+
+/// Key of [`MAP_FLOWS`]: a TCP connection, direction-free. The lower (address, port) endpoint
+/// comes first (addresses compared as 16 big-endian bytes, then ports), the same order as
+/// `mxcert::capture::FlowTuple::new`; IPv4 addresses are IPv4-mapped (`::ffff:a.b.c.d`,
+/// RFC 4291 §2.5.5.2). Ports in host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub lo_addr: [u8; 16],
+    pub hi_addr: [u8; 16],
+    pub lo_port: u16,
+    pub hi_port: u16,
+}
+
+impl FlowKey {
+    /// The key of the connection between (`a`, `a_port`) and (`b`, `b_port`), in either
+    /// direction. Used by the kernel program on every segment and by user space when it marks a
+    /// flow, so both build the same bytes.
+    #[inline(always)]
+    pub fn new(a: [u8; 16], a_port: u16, b: [u8; 16], b_port: u16) -> FlowKey {
+        // Two big-endian u64 halves compare like the 16 bytes, in two instructions each.
+        let half = |x: &[u8; 16], i: usize| {
+            u64::from_be_bytes([
+                x[i],
+                x[i + 1],
+                x[i + 2],
+                x[i + 3],
+                x[i + 4],
+                x[i + 5],
+                x[i + 6],
+                x[i + 7],
+            ])
+        };
+        if ((half(&a, 0), half(&a, 8)), a_port) <= ((half(&b, 0), half(&b, 8)), b_port) {
+            FlowKey {
+                lo_addr: a,
+                hi_addr: b,
+                lo_port: a_port,
+                hi_port: b_port,
+            }
+        } else {
+            FlowKey {
+                lo_addr: b,
+                hi_addr: a,
+                lo_port: b_port,
+                hi_port: a_port,
+            }
+        }
+    }
+}
+
+/// IPv4 address as IPv4-mapped IPv6 (`::ffff:a.b.c.d`, RFC 4291 §2.5.5.2).
+#[inline(always)]
+pub fn ipv4_mapped(a: [u8; 4]) -> [u8; 16] {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
+    ]
+}
+
+/// Value of [`MAP_FLOWS`]: present means user space is done with the flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowState {
+    /// `FLOW_DONE` once the pipeline has all it needs from the flow.
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// [`FlowState::flags`]: copy only FIN/RST headers from now on.
+pub const FLOW_DONE: u32 = 1;
+
+/// Wire constants both parsers (the kernel program and the offline decoder) use.
+pub mod wire {
+    /// EtherTypes (IEEE registry).
+    pub const ET_IPV4: u16 = 0x0800;
+    pub const ET_IPV6: u16 = 0x86DD;
+    /// 802.1Q C-tag.
+    pub const ET_VLAN: u16 = 0x8100;
+    /// 802.1ad S-tag.
+    pub const ET_QINQ: u16 = 0x88A8;
+    /// Pre-standard QinQ outer tag, still common in switches.
+    pub const ET_QINQ_OLD: u16 = 0x9100;
+
+    /// IP protocol numbers (IANA).
+    pub const IPPROTO_HOPOPTS: u8 = 0;
+    pub const IPPROTO_TCP: u8 = 6;
+    pub const IPPROTO_ROUTING: u8 = 43;
+    pub const IPPROTO_FRAGMENT: u8 = 44;
+    pub const IPPROTO_AH: u8 = 51;
+    pub const IPPROTO_DSTOPTS: u8 = 60;
+    pub const IPPROTO_MOBILITY: u8 = 135;
+    pub const IPPROTO_HIP: u8 = 139;
+    pub const IPPROTO_SHIM6: u8 = 140;
+
+    /// TCP flag bits (RFC 9293 §3.1, byte 13 of the header).
+    pub const TCP_FIN: u8 = 0x01;
+    pub const TCP_RST: u8 = 0x04;
+}
+
+/// Indexes of [`MAP_COUNTERS`], a per-CPU array of `u64` (user space sums the CPUs).
+pub mod counter {
+    /// TCP segments of a watched port seen by the program.
+    pub const MATCHED: u32 = 0;
+    /// Frames written completely to the ring buffer.
+    pub const DELIVERED: u32 = 1;
+    /// Frame bytes written to the ring buffer.
+    pub const DELIVERED_BYTES: u32 = 2;
+    /// Frames lost (wholly or partly) because the ring buffer was full.
+    pub const RING_FULL: u32 = 3;
+    /// Frames longer than `MAX_FRAME`, delivered cut.
+    pub const TRUNCATED: u32 = 4;
+    /// Segments of flows marked done that were not copied (the in-kernel cutoff).
+    pub const CUT_OFF: u32 = 5;
+    /// Frame bytes of those segments.
+    pub const CUT_OFF_BYTES: u32 = 6;
+    /// FIN/RST segments of done flows delivered as headers only.
+    pub const HEADERS_ONLY: u32 = 7;
+    /// IP fragments skipped (no TCP header to match; the offline decoder skips them too).
+    pub const FRAGMENTS: u32 = 8;
+    /// `bpf_skb_load_bytes` failures while copying (a frame shorter than its headers said).
+    pub const LOAD_ERRORS: u32 = 9;
+    /// Number of counters.
+    pub const COUNT: u32 = 10;
+}
+
+// SAFETY: plain `#[repr(C)]` data with no padding holes the kernel could leave uninitialised
+// (every field is written), valid for any bit pattern.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for ChunkHeader {}
+// SAFETY: as above; 16 + 16 + 2 + 2 bytes, no padding.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for FlowKey {}
+// SAFETY: as above; the padding is an explicit field.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for FlowState {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_are_fixed() {
+        assert_eq!(HEADER_LEN, 40);
+        assert_eq!(core::mem::align_of::<ChunkHeader>(), 8);
+        assert_eq!(core::mem::size_of::<FlowKey>(), 36);
+        assert_eq!(core::mem::size_of::<FlowState>(), 8);
+    }
+
+    #[test]
+    fn flow_key_is_direction_free_and_orders_lower_endpoint_first() {
+        let a = ipv4_mapped([198, 18, 0, 2]);
+        let b = ipv4_mapped([198, 18, 0, 1]);
+        let k = FlowKey::new(a, 40000, b, 25);
+        assert_eq!(k, FlowKey::new(b, 25, a, 40000));
+        assert_eq!((k.lo_addr, k.lo_port), (b, 25));
+        // Same address: the port decides.
+        let k = FlowKey::new(a, 40000, a, 25);
+        assert_eq!((k.lo_port, k.hi_port), (25, 40000));
+        // The high half decides before the low half.
+        let mut hi = [0u8; 16];
+        hi[0] = 1;
+        let mut lo = [0xffu8; 16];
+        lo[0] = 0;
+        assert_eq!(FlowKey::new(hi, 1, lo, 1).lo_addr, lo);
+    }
+
+    #[test]
+    fn a_max_size_ip_packet_fits_whole() {
+        // IPv4/IPv6 length fields are 16 bits; add Ethernet + two VLAN tags + IPv6 header.
+        let largest = 65_535 + 14 + 8 + 40;
+        assert!(largest <= MAX_FRAME as usize);
+        assert!(MAX_FRAME.div_ceil(CHUNK) <= MAX_CHUNKS);
+        assert!(HEADER_LEN + CHUNK as usize <= 32 * 1024);
+    }
+}

@@ -191,7 +191,12 @@ fn run(args: CaptureArgs) -> Result<(), (u8, anyhow::Error)> {
         ..Config::default()
     };
     let classifier = crate::classifier(&args.classify).map_err(usage)?;
-    let mut sink = JsonlSink::append(&c.out).map_err(|e| usage(e.into()))?;
+    // TODO(#6): stream to ClickHouse too (`Outputs`, as `read` does); JSON lines until then.
+    let out = c
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(mxcert::sink::DEFAULT_OUT));
+    let mut sink = JsonlSink::append(&out).map_err(|e| usage(e.into()))?;
     let control = Control::default();
     control
         .install_signal_handlers()
@@ -211,7 +216,7 @@ fn run(args: CaptureArgs) -> Result<(), (u8, anyhow::Error)> {
         reason = %opened.reason,
         ifaces = %live.iface.join(","),
         ports = ?c.ports,
-        out = %c.out.display(),
+        out = %out.display(),
         capeff = %caps.map(|c| format!("{:016x}", c.0)).unwrap_or_else(|| "unknown".into()),
         "capture started"
     );
@@ -248,7 +253,13 @@ fn run(args: CaptureArgs) -> Result<(), (u8, anyhow::Error)> {
         "capture stopped"
     );
     if !c.quiet {
-        crate::print_summary(&pipeline, &c.out, &[], counters.bytes, started.elapsed());
+        crate::print_summary(
+            &pipeline,
+            &out.display().to_string(),
+            &[],
+            counters.bytes,
+            started.elapsed(),
+        );
     }
     Ok(())
 }

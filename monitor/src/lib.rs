@@ -1,13 +1,15 @@
 //! mxcert: passive SMTP/TLS certificate monitor.
 //!
 //! Stages follow the data path: [`capture`] → [`reassembly`] → [`smtp`] → [`tls`] → [`x509`]
-//! → [`session`] (the per-flow state machine tying them together) → [`sink`]. `main.rs` only
+//! → [`session`] (the per-flow state machine tying them together) → [`sink`]; [`report`] reads
+//! the records back into the impact report. `main.rs` only
 //! parses the command line and wires them; this library exposes them to tests and benches.
 
 pub mod capture;
 pub mod classify;
 pub mod daemon;
 pub mod reassembly;
+pub mod report;
 pub mod session;
 pub mod sink;
 pub mod smtp;

@@ -13,7 +13,10 @@ use mxcert::classify::policy::{Policy, PolicyError};
 use mxcert::classify::validate::TrustStore;
 use mxcert::classify::{Classifier, ClassifyConfig};
 use mxcert::session::{Config, Pipeline, PortSet};
-use mxcert::sink::JsonlSink;
+use mxcert::sink::clickhouse::ClickHouseArgs;
+use mxcert::sink::Outputs;
+
+mod report_cli;
 
 mod capture_cmd;
 
@@ -40,6 +43,18 @@ enum Command {
     /// Work with policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// The impact report: what breaks, for whom, from when (text, json, tlsrpt, html).
+    Report(Box<report_cli::ReportArgs>),
+    /// ClickHouse schema: `mxcert schema apply --clickhouse URL`.
+    #[command(subcommand)]
+    Schema(SchemaCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum SchemaCommand {
+    /// Create the database and apply the missing migrations of schema/ (idempotent; detects
+    /// the server version and applies the wire-compatible variant on ClickHouse 18.x).
+    Apply(Box<mxcert_schema_cmd::ApplyArgs>),
 }
 
 #[derive(Subcommand, Debug)]
@@ -65,6 +80,9 @@ struct ReadArgs {
 
     #[command(flatten)]
     classify: ClassifyArgs,
+
+    #[command(flatten)]
+    clickhouse: ClickHouseArgs,
 }
 
 #[derive(Args, Debug)]
@@ -172,14 +190,10 @@ fn classifier(args: &ClassifyArgs) -> anyhow::Result<Option<Classifier>> {
 
 #[derive(Args, Debug)]
 struct CommonArgs {
-    /// Where to write JSON lines records; `-` for stdout.
-    #[arg(
-        long,
-        value_name = "FILE",
-        default_value = "mxcert-out/records.jsonl",
-        env = "MXCERT_OUT"
-    )]
-    out: PathBuf,
+    /// Where to write JSON lines records; `-` for stdout [default: mxcert-out/records.jsonl;
+    /// none with --clickhouse unless given].
+    #[arg(long, value_name = "FILE", env = "MXCERT_OUT")]
+    out: Option<PathBuf>,
 
     /// TCP ports carrying SMTP, comma separated. TLS is detected by content on these ports,
     /// so implicit TLS on 587 or a ClientHello sent to a plaintext 465 are handled.
@@ -250,6 +264,14 @@ fn main() -> ExitCode {
                 }
             }
         },
+        Command::Schema(SchemaCommand::Apply(args)) => match mxcert_schema_cmd::apply(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mxcert: error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Report(args) => report_cli::main(*args),
         Command::Policy(PolicyCommand::Default) => {
             print!("{}", mxcert::classify::policy::DEFAULT_POLICY);
             ExitCode::SUCCESS
@@ -298,7 +320,7 @@ fn read(args: ReadArgs) -> anyhow::Result<()> {
         readers.push(FileReader::open(f)?);
     }
     let classifier = classifier(&args.classify)?;
-    let mut sink = JsonlSink::create(&c.out)?;
+    let mut sink = Outputs::open(c.out.as_deref(), &args.clickhouse)?;
     let mut pipeline = Pipeline::with_classifier(cfg, classifier);
     let started = Instant::now();
     let mut truncated = Vec::new();
@@ -336,12 +358,19 @@ fn read(args: ReadArgs) -> anyhow::Result<()> {
         }
     }
     pipeline.finish(&mut sink).context("writing records")?;
+    let outputs = sink.describe();
+    let ch_stats = sink.close();
     let elapsed = started.elapsed();
     if !c.quiet {
-        print_summary(&pipeline, &c.out, &truncated, total_bytes, elapsed);
+        print_summary(&pipeline, &outputs, &truncated, total_bytes, elapsed);
+        if let Some(st) = ch_stats {
+            eprintln!("  clickhouse    {st}");
+        }
     }
     Ok(())
 }
+
+mod mxcert_schema_cmd;
 
 fn progress_bar(
     mode: Progress,
@@ -374,7 +403,7 @@ fn progress_bar(
 
 fn print_summary(
     p: &Pipeline,
-    out: &std::path::Path,
+    out: &str,
     truncated: &[String],
     bytes: u64,
     elapsed: std::time::Duration,
@@ -441,5 +470,5 @@ fn print_summary(
     if !truncated.is_empty() {
         eprintln!("  truncated     {}", truncated.join(", "));
     }
-    eprintln!("  records       {}", out.display());
+    eprintln!("  records       {out}");
 }

@@ -3,8 +3,11 @@
 //! started and torn down by the tests themselves. One module per component; the tests live in
 //! `tests/tests/`, one file per behaviour.
 
+pub mod clickhouse;
+
 use std::path::PathBuf;
 
+pub mod ebpf;
 pub mod live;
 pub mod mta;
 pub mod netns;

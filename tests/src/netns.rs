@@ -124,6 +124,13 @@ impl NetnsPair {
         Ok(())
     }
 
+    /// Moves the calling thread into the namespace of `side` until the guard drops. Sockets,
+    /// interface lookups and BPF attachments made meanwhile happen there; other threads are
+    /// unaffected (setns(2) acts on the calling thread).
+    pub fn enter(&self, side: Side) -> Result<NetnsGuard> {
+        NetnsGuard::enter_path(&format!("/run/netns/{}", self.ns(side)))
+    }
+
     fn delete(&self) {
         for ns in [&self.server_ns, &self.client_ns] {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
@@ -134,6 +141,35 @@ impl NetnsPair {
 impl Drop for NetnsPair {
     fn drop(&mut self) {
         self.delete();
+    }
+}
+
+/// The calling thread's network namespace is another one until this drops.
+#[derive(Debug)]
+pub struct NetnsGuard {
+    home: std::fs::File,
+}
+
+impl NetnsGuard {
+    /// Moves the calling thread into the network namespace at `path` (`/run/netns/NAME`).
+    pub fn enter_path(path: &str) -> Result<NetnsGuard> {
+        use std::os::fd::AsRawFd;
+        let home = std::fs::File::open("/proc/thread-self/ns/net")
+            .context("cannot open this thread's network namespace")?;
+        let target = std::fs::File::open(path).with_context(|| format!("cannot open {path}"))?;
+        // SAFETY: setns(2) on a namespace fd we own; affects only this thread.
+        if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns({path}): {}", std::io::Error::last_os_error());
+        }
+        Ok(NetnsGuard { home })
+    }
+}
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: as above; back to the namespace the thread came from.
+        unsafe { libc::setns(self.home.as_raw_fd(), libc::CLONE_NEWNET) };
     }
 }
 

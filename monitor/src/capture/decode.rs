@@ -19,23 +19,11 @@ pub const MAX_VLAN_TAGS: usize = 8;
 /// each at most once (destination options twice), so a longer chain is malformed.
 pub const MAX_IPV6_EXT_HEADERS: usize = 16;
 
-/// EtherTypes (IEEE registry).
-const ET_IPV4: u16 = 0x0800;
-const ET_IPV6: u16 = 0x86DD;
-const ET_VLAN: u16 = 0x8100; // 802.1Q C-tag
-const ET_QINQ: u16 = 0x88A8; // 802.1ad S-tag
-const ET_QINQ_OLD: u16 = 0x9100; // pre-standard QinQ outer tag, still common in switches
-
-/// IP protocol numbers (IANA).
-const IPPROTO_HOPOPTS: u8 = 0;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_ROUTING: u8 = 43;
-const IPPROTO_FRAGMENT: u8 = 44;
-const IPPROTO_AH: u8 = 51;
-const IPPROTO_DSTOPTS: u8 = 60;
-const IPPROTO_MOBILITY: u8 = 135;
-const IPPROTO_HIP: u8 = 139;
-const IPPROTO_SHIM6: u8 = 140;
+/// EtherTypes and IP protocol numbers: one list, shared with the eBPF program's parser.
+use mxcert_ebpf::wire::{
+    ET_IPV4, ET_IPV6, ET_QINQ, ET_QINQ_OLD, ET_VLAN, IPPROTO_AH, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT,
+    IPPROTO_HIP, IPPROTO_HOPOPTS, IPPROTO_MOBILITY, IPPROTO_ROUTING, IPPROTO_SHIM6, IPPROTO_TCP,
+};
 
 /// TCP flags byte (RFC 9293 §3.1, byte 13 of the header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 
 pub mod caps;
 pub mod decode;
+pub mod ebpf;
 pub mod file;
 pub mod live;
 pub mod pcap;

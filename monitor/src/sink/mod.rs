@@ -1,5 +1,10 @@
-//! Stage 7: where records go. JSON lines is the embedded default; ClickHouse arrives with its
-//! own issue (#6) behind the same [`Sink`] trait.
+//! Stage 7: where records go. JSON lines is the embedded default; [`clickhouse`] streams to
+//! ClickHouse behind the same [`Sink`] trait, and [`Outputs`] is the pair a run writes to.
+
+pub mod clickhouse;
+mod outputs;
+
+pub use outputs::{Outputs, OutputsError, DEFAULT_OUT};
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};

@@ -11,6 +11,8 @@ use anyhow::{bail, Context, Result};
 
 use crate::run;
 
+mod clickhouse;
+mod ebpf;
 mod live;
 
 /// Everything the whole test suite needs.
@@ -18,6 +20,8 @@ pub fn all() -> Result<()> {
     rustup_components("stable", &["rustfmt", "clippy"])?;
     // System tests build hosts out of network namespaces (tests/src/netns.rs).
     apt_install(&["iproute2", "iputils-ping", "ethtool"])?;
+    clickhouse::install(&crate::repo_root())?;
+    ebpf::install()?;
     live::install()?;
     Ok(())
 }

@@ -1,0 +1,182 @@
+//! `mxcert report`: flags and wiring only; the report itself is `mxcert::report`.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+
+use mxcert::classify::policy::{Policy, PolicyError};
+use mxcert::report::{
+    self, Dataset, Format, Input, JsonlInput, ReportError, ReportOptions, Window,
+};
+
+/// Reads records and writes the impact report.
+///
+/// Sections: coverage (what could be inspected), inbound client certificates (senders
+/// without clientAuth, or losing it, with dates), our outbound client certificate (who asks for
+/// it, what we present, who is affected after our renewal), and outbound strict validation /
+/// MTA-STS what-if (by RFC 8460 result type, with the exact reason per destination). Each gives
+/// sessions, distinct peers and share of traffic.
+///
+/// Directions: sessions of unknown direction (no --local-net at read time) count in the
+/// inbound and the outbound sections. A peer is the remote address: the client inbound, the
+/// server outbound.
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// Records written by `mxcert read --out FILE` (JSON lines; repeatable, `-` for stdin).
+    /// Sessions seen in several files (same session_id) count once.
+    #[arg(long = "from", value_name = "FILE", required = true, num_args = 1..)]
+    from: Vec<PathBuf>,
+
+    /// Only sessions that started at or after this time (YYYY-MM-DD or RFC 3339, UTC).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    since: Option<i64>,
+
+    /// Only sessions that started before this time (exclusive).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    until: Option<i64>,
+
+    /// Assess at this date (YYYY-MM-DD or RFC 3339, UTC) [default: the last session's start].
+    ///
+    /// Chains are not re-validated (records carry no DER). What depends on time is re-evaluated
+    /// at AT: certificate validity from the certificate records (a chain with a certificate whose
+    /// notAfter is before AT counts as expired, one whose notBefore is after AT as not yet
+    /// valid; self-issued roots excepted), and clientAuth sunsets (an eku.client_auth_sunset
+    /// finding counts as lost when its effective date <= AT). Trust, names, EKU and TLS
+    /// behaviour do not depend on time and are taken from the findings as recorded.
+    #[arg(long, value_name = "DATE", value_parser = parse_time)]
+    at: Option<i64>,
+
+    /// Policy whose issuer cutoffs recompute the clientAuth sunset dates
+    /// (min(notAfter, cutoff)) [default: the dates recorded in the findings].
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+
+    /// Output format: text (terminal), json (stable keys), tlsrpt (RFC 8460 aggregate
+    /// reports for the outbound what-if, one per destination), html (one self-contained file).
+    #[arg(long, value_enum, default_value_t = FormatArg::Text)]
+    format: FormatArg,
+
+    /// Write the report here (parent directories are created) [default: stdout].
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+
+    /// Rows per table in text and html (json always has every row).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    top: usize,
+
+    /// Colour in text output: auto (when stdout is a terminal and NO_COLOR is unset).
+    #[arg(long, value_enum, default_value_t = ColorArg::Auto)]
+    color: ColorArg,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum FormatArg {
+    Text,
+    Json,
+    Tlsrpt,
+    Html,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ColorArg {
+    Auto,
+    Always,
+    Never,
+}
+
+fn parse_time(s: &str) -> Result<i64, String> {
+    mxcert::classify::policy::parse_date(s)
+        .ok_or_else(|| format!("{s:?} is not a UTC time; write 2026-12-01 or 2026-12-01T00:00:00Z"))
+}
+
+pub fn main(args: ReportArgs) -> ExitCode {
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mxcert: error: {e:#}");
+            let usage = e.downcast_ref::<PolicyError>().is_some()
+                || matches!(
+                    e.downcast_ref::<ReportError>(),
+                    Some(ReportError::Read { .. } | ReportError::Input { .. })
+                );
+            ExitCode::from(if usage { 2 } else { 1 })
+        }
+    }
+}
+
+fn run(args: ReportArgs) -> anyhow::Result<()> {
+    let window = Window {
+        since: args.since,
+        until: args.until,
+    };
+    if let (Some(s), Some(u)) = (window.since, window.until) {
+        if s >= u {
+            anyhow::bail!("--since must be before --until");
+        }
+    }
+    let policy = args.policy.as_deref().map(Policy::load).transpose()?;
+    let mut inputs: Vec<Box<dyn Input>> = args
+        .from
+        .iter()
+        .map(|p| Box::new(JsonlInput { path: p.clone() }) as Box<dyn Input>)
+        .collect();
+    let mut ds = Dataset::default();
+    for i in &mut inputs {
+        i.load(&window, &mut ds)?;
+    }
+    ds.finish();
+    let rep = report::build(
+        &ds,
+        &ReportOptions {
+            at: args.at,
+            policy,
+            window,
+            top: args.top,
+        },
+    );
+    let format = match args.format {
+        FormatArg::Text => Format::Text,
+        FormatArg::Json => Format::Json,
+        FormatArg::Tlsrpt => Format::Tlsrpt,
+        FormatArg::Html => Format::Html,
+    };
+    let color = match args.color {
+        ColorArg::Always => true,
+        ColorArg::Never => false,
+        ColorArg::Auto => {
+            args.out.is_none()
+                && std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none()
+        }
+    };
+    let body = report::render(&rep, format, color);
+    match &args.out {
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(body.as_bytes())
+                .and_then(|()| out.flush())
+                .map_err(|source| ReportError::Write {
+                    path: "stdout".into(),
+                    source,
+                })?;
+        }
+        Some(path) => {
+            let err = |source| ReportError::Write {
+                path: path.display().to_string(),
+                source,
+            };
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(err)?;
+            }
+            std::fs::write(path, body).map_err(err)?;
+            eprintln!(
+                "mxcert: report ({}) written to {}",
+                format!("{:?}", args.format).to_lowercase(),
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
