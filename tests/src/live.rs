@@ -128,6 +128,12 @@ impl Drop for Capture {
     }
 }
 
+/// Serialises the tests of one binary that share a namespace pair (the same test run with each
+/// backend): a poisoned lock (an earlier test failed) still serialises.
+pub fn serial(lock: &'static std::sync::Mutex<()>) -> std::sync::MutexGuard<'static, ()> {
+    lock.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// `mxcert read FILE... --out OUT ARGS`, which must succeed.
 pub fn read<S: AsRef<OsStr>>(files: &[PathBuf], out: &Path, args: &[S]) -> Result<()> {
     let o = Command::new(mxcert_bin()?)
