@@ -427,3 +427,28 @@ pub fn equivalence_on(
         scrape,
     }
 }
+
+/// Ids of the TCX links in the system (`bpftool -j link show`; Debian's bpftool 7.1 predates
+/// TCX and shows them as `"type": 11`, without the interface, so a test compares the sets before
+/// and after it attaches).
+pub fn tcx_links() -> Result<Vec<u64>> {
+    let out = Command::new("bpftool")
+        .args(["-j", "link", "show"])
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "bpftool link show: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout).context("bpftool JSON")?;
+    Ok(links
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|l| l["type"] == "tcx" || l["type"] == 11)
+                .filter_map(|l| l["id"].as_u64())
+                .collect()
+        })
+        .unwrap_or_default())
+}
