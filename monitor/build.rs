@@ -22,7 +22,7 @@ fn main() {
         || env::var("MXCERT_REQUIRE_EBPF").is_ok_and(|v| v == "1");
 
     if let Err(why) = toolchain() {
-        give_up(required, &why);
+        give_up(required, &format!("{why}; run `cargo xtask setup`"));
         return;
     }
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
@@ -40,7 +40,10 @@ fn main() {
         Ok(()) => println!("cargo:rustc-cfg=mxcert_ebpf"),
         Err(e) => give_up(
             required,
-            &format!("building the eBPF program failed: {e:#}"),
+            &format!(
+                "building the eBPF program failed ({e:#}); the compiler's messages are in the \
+                 warnings above"
+            ),
         ),
     }
 }
@@ -49,12 +52,12 @@ fn give_up(required: bool, why: &str) {
     if required {
         panic!(
             "the eBPF capture program is required (CI=true or MXCERT_REQUIRE_EBPF=1) but cannot \
-             be built: {why}. Run `cargo xtask setup`."
+             be built: {why}"
         );
     }
     println!(
         "cargo:warning=mxcert is built without the eBPF capture program ({why}); \
-         `--backend pcap` still works. Run `cargo xtask setup` to install the toolchain."
+         `--backend pcap` still works"
     );
 }
 

@@ -197,6 +197,7 @@ pub mod wire {
 
     /// TCP flag bits (RFC 9293 §3.1, byte 13 of the header).
     pub const TCP_FIN: u8 = 0x01;
+    pub const TCP_SYN: u8 = 0x02;
     pub const TCP_RST: u8 = 0x04;
 }
 
@@ -214,7 +215,8 @@ pub mod counter {
     pub const TRUNCATED: u32 = 4;
     /// Segments of flows marked done that were not copied (the in-kernel cutoff).
     pub const CUT_OFF: u32 = 5;
-    /// Frame bytes of those segments.
+    /// Frame bytes not copied because of the cutoff: those segments, plus the payload of the
+    /// FIN/RST segments delivered as headers only.
     pub const CUT_OFF_BYTES: u32 = 6;
     /// FIN/RST segments of done flows delivered as headers only.
     pub const HEADERS_ONLY: u32 = 7;

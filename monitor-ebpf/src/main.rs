@@ -33,7 +33,7 @@ mod program {
     use mxcert_ebpf::wire::{
         ET_IPV4, ET_IPV6, ET_QINQ, ET_QINQ_OLD, ET_VLAN, IPPROTO_AH, IPPROTO_DSTOPTS,
         IPPROTO_FRAGMENT, IPPROTO_HIP, IPPROTO_HOPOPTS, IPPROTO_MOBILITY, IPPROTO_ROUTING,
-        IPPROTO_SHIM6, IPPROTO_TCP, TCP_FIN, TCP_RST,
+        IPPROTO_SHIM6, IPPROTO_TCP, TCP_FIN, TCP_RST, TCP_SYN,
     };
     use mxcert_ebpf::{
         counter, ipv4_mapped, ChunkHeader, FlowKey, FlowState, CHUNK, FLAG_EGRESS,
@@ -73,6 +73,8 @@ mod program {
     #[map]
     static MXCERT_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
+    // The entry points follow the template's `prog` → `try_prog` split, except that the verdict
+    // is a constant: whatever the parse or copy did, the packet goes on unchanged.
     #[classifier]
     pub fn mxcert_tc_ingress(ctx: TcContext) -> i32 {
         let _ = try_mxcert_tc(&ctx, 0);
@@ -117,7 +119,7 @@ mod program {
             (skb.ifindex, skb.len, skb.protocol)
         };
         // SAFETY: plain lookup; the value is only read.
-        let raw_ip = unsafe { MXCERT_IFACES.get(&ifindex) }.is_some_and(|v| *v & IFACE_RAW_IP != 0);
+        let raw_ip = unsafe { MXCERT_IFACES.get(ifindex) }.is_some_and(|v| *v & IFACE_RAW_IP != 0);
         let mut flags = dir;
         let (mut ethertype, mut off) = if raw_ip {
             flags |= FLAG_RAW_IP;
@@ -142,7 +144,7 @@ mod program {
         let dport = be16(ctx, l3.l4 + 2)?;
         // SAFETY: plain lookups.
         let watched =
-            unsafe { MXCERT_PORTS.get(&sport).is_some() || MXCERT_PORTS.get(&dport).is_some() };
+            unsafe { MXCERT_PORTS.get(sport).is_some() || MXCERT_PORTS.get(dport).is_some() };
         if !watched {
             return Ok(());
         }
@@ -151,18 +153,25 @@ mod program {
         let mut cap_len = frame_len;
         let key = FlowKey::new(l3.src, sport, l3.dst, dport);
         // SAFETY: plain lookup; the value is only read.
-        if unsafe { MXCERT_FLOWS.get(&key) }.is_some_and(|s| s.flags & FLOW_DONE != 0) {
+        if unsafe { MXCERT_FLOWS.get(key) }.is_some_and(|s| s.flags & FLOW_DONE != 0) {
             let tcp_flags = u8_at(ctx, l3.l4 + 13)?;
-            if tcp_flags & (TCP_FIN | TCP_RST) == 0 {
+            if tcp_flags & TCP_SYN != 0 {
+                // A new connection on the same 4-tuple (the old one's close was never
+                // reported): forget the mark and copy it like any other.
+                let _ = MXCERT_FLOWS.remove(key);
+            } else if tcp_flags & (TCP_FIN | TCP_RST) == 0 {
                 count(counter::CUT_OFF, 1);
                 count(counter::CUT_OFF_BYTES, u64::from(frame_len));
                 return Ok(());
+            } else {
+                // FIN/RST of a done flow: the headers (so the session closes), not the payload.
+                let doff = u32::from(u8_at(ctx, l3.l4 + 12)? >> 4) * 4;
+                cap_len = (l3.l4 as u32 + doff).min(frame_len);
+                flags |= FLAG_HEADERS_ONLY;
+                count(counter::HEADERS_ONLY, 1);
+                // A FIN often rides on the last data of a super-packet: its payload is cut too.
+                count(counter::CUT_OFF_BYTES, u64::from(frame_len - cap_len));
             }
-            // FIN/RST of a done flow: the headers (so the session closes), not the payload.
-            let doff = u32::from(u8_at(ctx, l3.l4 + 12)? >> 4) * 4;
-            cap_len = (l3.l4 as u32 + doff).min(frame_len);
-            flags |= FLAG_HEADERS_ONLY;
-            count(counter::HEADERS_ONLY, 1);
         }
         if cap_len > MAX_FRAME {
             cap_len = MAX_FRAME;

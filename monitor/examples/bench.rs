@@ -12,22 +12,18 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use rustls_pki_types::pem::PemObject;
 
-use mxcert::capture::{FileReader, LinkType};
+use mxcert::capture::synth::Synth;
+use mxcert::capture::FileReader;
 use mxcert::classify::validate::{validate_chain, TrustStore, Usage};
 use mxcert::classify::{Classifier, ClassifyConfig};
 use mxcert::session::{Config, Pipeline};
 use mxcert::sink::JsonlSink;
 use mxcert::x509::Fingerprint;
-
-struct Frame {
-    ts: i64,
-    data: Vec<u8>,
-}
 
 fn main() {
     let mut size_mb = 1000u64;
@@ -46,11 +42,12 @@ fn main() {
         }
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let template = load(&root.join("pcaps/certreq_client_presents.pcap"));
+    let template = root.join("pcaps/certreq_client_presents.pcap");
+    let t = Synth::from_fixture(&template, 0).expect("template fixture");
     println!(
         "template: {} packets, {} bytes per session",
-        template.len(),
-        template.iter().map(|f| f.data.len()).sum::<usize>()
+        t.packets_per_session(),
+        t.bytes_per_session()
     );
     for (label, payload_segments, classify) in [
         ("handshake-heavy", 0usize, false),
@@ -59,13 +56,15 @@ fn main() {
     ] {
         let path =
             std::env::temp_dir().join(format!("mxcert-bench-{label}-{}.pcap", std::process::id()));
-        let sessions = write_capture(
-            &path,
-            &template,
-            size_mb * 1_000_000,
-            concurrent,
-            payload_segments,
-        );
+        let synth = Synth::from_fixture(&template, payload_segments).expect("template fixture");
+        let sessions = (size_mb * 1_000_000 / synth.bytes_per_session()).max(1);
+        let mut w = BufWriter::with_capacity(1 << 20, File::create(&path).unwrap());
+        Synth::write_header(&mut w).unwrap();
+        synth
+            .write_sessions(&mut w, 0, sessions, concurrent)
+            .unwrap();
+        w.flush().unwrap();
+        drop(w);
         let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         // Warm the page cache so the figure is mxcert, not the disk.
         std::io::copy(&mut File::open(&path).unwrap(), &mut std::io::sink()).unwrap();
@@ -139,110 +138,6 @@ fn validation(root: &Path) {
     println!(
         "validation       {cold:9.0} chains/s uncached (2-certificate RSA chain, trust + name-free path), {warm:11.0} chains/s from the warm cache"
     );
-}
-
-fn load(path: &Path) -> Vec<Frame> {
-    let mut r = FileReader::open(path).expect("template fixture");
-    let mut out = Vec::new();
-    while let Some(p) = r.next_packet().unwrap() {
-        assert_eq!(p.link, LinkType::ETHERNET);
-        out.push(Frame {
-            ts: p.ts,
-            data: p.data.to_vec(),
-        });
-    }
-    out
-}
-
-/// Writes interleaved copies of the template session, session `i` on client
-/// 198.18.x.y:port, until `target` bytes. Returns the number of sessions written.
-fn write_capture(
-    path: &PathBuf,
-    template: &[Frame],
-    target: u64,
-    concurrent: usize,
-    payload_segments: usize,
-) -> u64 {
-    let client_ip = [198u8, 18, 0, 2];
-    // Per-session packet list: the template, with encrypted segments inserted before the
-    // first FIN when asked (after the handshake, as in a mail transfer).
-    let fin_at = template
-        .iter()
-        .position(|f| f.data.len() > 47 && f.data[47] & 0x01 != 0)
-        .unwrap_or(template.len());
-    let client_data = template
-        .iter()
-        .rposition(|f| f.data[26..30] == client_ip && f.data.len() > 66)
-        .expect("client data packet");
-    let mut session: Vec<Vec<u8>> = template[..fin_at].iter().map(|f| f.data.clone()).collect();
-    if payload_segments > 0 {
-        let t = &template[client_data].data;
-        let ihl = usize::from(t[14] & 0x0f) * 4;
-        let thl = usize::from(t[14 + ihl + 12] >> 4) * 4;
-        let hdr = 14 + ihl + thl;
-        let seq0 = u32::from_be_bytes(t[14 + ihl + 4..14 + ihl + 8].try_into().unwrap())
-            .wrapping_add((t.len() - hdr) as u32);
-        for k in 0..payload_segments {
-            let mut f = t[..hdr].to_vec();
-            let mut body = vec![0u8; 1448];
-            body[..5].copy_from_slice(&[23, 3, 3, 0x05, 0xa3]);
-            f.extend_from_slice(&body);
-            let total = (ihl + thl + 1448) as u16;
-            f[16..18].copy_from_slice(&total.to_be_bytes());
-            let seq = seq0.wrapping_add((k * 1448) as u32);
-            f[14 + ihl + 4..14 + ihl + 8].copy_from_slice(&seq.to_be_bytes());
-            session.push(f);
-        }
-    }
-    session.extend(template[fin_at..].iter().map(|f| f.data.clone()));
-    let per_session: u64 = session.iter().map(|f| 16 + f.len() as u64).sum();
-    let total_sessions = (target / per_session).max(1);
-
-    let mut w = BufWriter::with_capacity(1 << 20, File::create(path).unwrap());
-    // Classic pcap header, microseconds, Ethernet.
-    w.write_all(&0xa1b2_c3d4u32.to_le_bytes()).unwrap();
-    w.write_all(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]).unwrap();
-    w.write_all(&262_144u32.to_le_bytes()).unwrap();
-    w.write_all(&1u32.to_le_bytes()).unwrap();
-    let t0 = template[0].ts;
-    let mut written = 0u64;
-    let mut frame = Vec::with_capacity(2048);
-    let mut start = 0u64;
-    while start < total_sessions {
-        let batch = (total_sessions - start).min(concurrent as u64);
-        // Round-robin: packet j of each session in the batch, then packet j+1, ...
-        for (j, pkt) in session.iter().enumerate() {
-            for s in start..start + batch {
-                frame.clear();
-                frame.extend_from_slice(pkt);
-                let ip = [
-                    198,
-                    18 + (s >> 24) as u8 % 2,
-                    (s >> 16) as u8,
-                    (s >> 8) as u8,
-                ];
-                let port = 1024 + (s % 60_000) as u16;
-                let from_client = pkt[26..30] == client_ip;
-                let (ip_off, port_off) = if from_client { (26, 34) } else { (30, 36) };
-                frame[ip_off..ip_off + 4].copy_from_slice(&ip);
-                frame[port_off..port_off + 2].copy_from_slice(&port.to_be_bytes());
-                let ts = t0 + (s as i64) * 1_000_000 + (j as i64) * 1_000;
-                let us = ts / 1000;
-                w.write_all(&((us / 1_000_000) as u32).to_le_bytes())
-                    .unwrap();
-                w.write_all(&((us % 1_000_000) as u32).to_le_bytes())
-                    .unwrap();
-                w.write_all(&(frame.len() as u32).to_le_bytes()).unwrap();
-                w.write_all(&(frame.len() as u32).to_le_bytes()).unwrap();
-                w.write_all(&frame).unwrap();
-                written += 16 + frame.len() as u64;
-            }
-        }
-        start += batch;
-    }
-    w.flush().unwrap();
-    let _ = written;
-    total_sessions
 }
 
 fn peak_rss_kib() -> u64 {

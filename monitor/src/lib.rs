@@ -8,6 +8,7 @@
 pub mod capture;
 pub mod classify;
 pub mod daemon;
+pub mod progress;
 pub mod reassembly;
 pub mod report;
 pub mod session;

@@ -44,6 +44,7 @@ enum Command {
     #[command(subcommand)]
     Policy(PolicyCommand),
     /// The impact report: what breaks, for whom, from when (text, json, tlsrpt, html).
+    #[command(long_about = report_cli::LONG_ABOUT)]
     Report(Box<report_cli::ReportArgs>),
     /// ClickHouse schema: `mxcert schema apply --clickhouse URL`.
     #[command(subcommand)]
@@ -386,19 +387,7 @@ fn progress_bar(
     if !show {
         return None;
     }
-    let bar = indicatif::ProgressBar::with_draw_target(
-        Some(len),
-        indicatif::ProgressDrawTarget::stderr(),
-    );
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar.set_message(path.display().to_string());
-    Some(bar)
+    Some(mxcert::progress::bytes_bar(len, path.display().to_string()))
 }
 
 fn print_summary(

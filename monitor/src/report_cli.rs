@@ -11,17 +11,26 @@ use mxcert::report::{
     self, Dataset, Format, Input, JsonlInput, ReportError, ReportOptions, Window,
 };
 
-/// Reads records and writes the impact report.
-///
-/// Sections: coverage (what could be inspected), inbound client certificates (senders
-/// without clientAuth, or losing it, with dates), our outbound client certificate (who asks for
-/// it, what we present, who is affected after our renewal), and outbound strict validation /
-/// MTA-STS what-if (by RFC 8460 result type, with the exact reason per destination). Each gives
-/// sessions, distinct peers and share of traffic.
-///
-/// Directions: sessions of unknown direction (no --local-net at read time) count in the
-/// inbound and the outbound sections. A peer is the remote address: the client inbound, the
-/// server outbound.
+/// `mxcert report --help`: what the sections count and how.
+pub const LONG_ABOUT: &str = "\
+The impact report: what breaks, for whom, from when.
+
+Reads the records of `mxcert read` and writes four sections, each with sessions, distinct peers
+and share of traffic:
+  coverage                 inspected (certificate seen) / TLS 1.3 uninspectable / no TLS /
+                           incomplete (TLS ended before the server's certificate)
+  inbound client certs     senders presenting client certificates: without clientAuth (rejected
+                           now by an EKU-enforcing receiver), with clientAuth they will lose
+                           (public CA sunset, with dates), expired at AT
+  our certificate          destinations that ask us for a client certificate, what we present
+                           (EKU, expiry), who is affected after our renewal
+  strict validation        outbound sessions that would fail strict validation / MTA-STS
+                           enforce, by RFC 8460 result type, with the exact reason per destination
+
+Directions: inbound sections take inbound sessions, outbound sections outbound ones; sessions of
+unknown direction (no --local-net at read time) count in both. A peer is the remote address (the
+client inbound, the server outbound). A share is over all sessions of the section's directions.";
+
 #[derive(Args, Debug)]
 pub struct ReportArgs {
     /// Records written by `mxcert read --out FILE` (JSON lines; repeatable, `-` for stdin).
@@ -62,7 +71,7 @@ pub struct ReportArgs {
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
 
-    /// Rows per table in text and html (json always has every row).
+    /// Rows per table in text (json and html have every row).
     #[arg(long, value_name = "N", default_value_t = 10)]
     top: usize,
 
@@ -99,7 +108,11 @@ pub fn main(args: ReportArgs) -> ExitCode {
             let usage = e.downcast_ref::<PolicyError>().is_some()
                 || matches!(
                     e.downcast_ref::<ReportError>(),
-                    Some(ReportError::Read { .. } | ReportError::Input { .. })
+                    Some(
+                        ReportError::Read { .. }
+                            | ReportError::Input { .. }
+                            | ReportError::EmptyWindow { .. }
+                    )
                 );
             ExitCode::from(if usage { 2 } else { 1 })
         }
@@ -113,7 +126,12 @@ fn run(args: ReportArgs) -> anyhow::Result<()> {
     };
     if let (Some(s), Some(u)) = (window.since, window.until) {
         if s >= u {
-            anyhow::bail!("--since must be before --until");
+            let t = |x: i64| mxcert::timefmt::rfc3339_ms(x * 1_000_000_000);
+            return Err(ReportError::EmptyWindow {
+                since: t(s),
+                until: t(u),
+            }
+            .into());
         }
     }
     let policy = args.policy.as_deref().map(Policy::load).transpose()?;

@@ -591,6 +591,32 @@ fn inbound_gateway_report_matches_ground_truth() {
         .iter()
         .any(|c| c.as_str().unwrap().contains("No outbound sessions")));
 
+    // Break dates: each presented client certificate's notAfter, with its sessions.
+    let mut want: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for v in t
+        .sessions
+        .iter()
+        .filter(|v| !chain(v, "client_chain").is_empty())
+    {
+        let leaf = chain(v, "client_chain")[0];
+        let na = t.certs[leaf]["not_after"].as_str().unwrap().to_string();
+        *want.entry((na, leaf.to_string())).or_default() += 1;
+    }
+    let got: BTreeMap<(String, String), u64> = rep["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["section"] == "inbound_client_certs" && e["event"] == "certificate_expires")
+        .map(|e| {
+            let key = (
+                e["date"].as_str().unwrap().to_string(),
+                e["cert_sha256"].as_str().unwrap().to_string(),
+            );
+            (key, n(e, &["sessions"]))
+        })
+        .collect();
+    assert_eq!(got, want, "break dates of the inbound client certificates");
+
     // At a later date every client certificate of the test PKI (notAfter 2031-01-01) expired.
     let later = parse_date("2031-06-01").unwrap();
     let rep2 = report_json(&[&rec], &["--at", "2031-06-01"]);
@@ -638,10 +664,11 @@ fn inbound_gateway_report_matches_ground_truth() {
         assert!(html.contains(&cell), "html coverage row {cell}");
     }
     let risk = &sec["at_risk"];
-    assert!(html.contains(&format!(
-        "{} ({} sessions)",
-        risk["peers"], risk["sessions"]
-    )));
+    let kpi = format!(
+        "<b>{} sessions</b>inbound senders rejected under clientAuth enforcement<small>{} peer(s)",
+        risk["sessions"], risk["peers"]
+    );
+    assert!(html.contains(&kpi), "html key figure {kpi}");
 }
 
 #[test]
@@ -864,6 +891,12 @@ fn unusable_input_says_what_to_do() {
         "{}",
         o.stderr
     );
+    let o = report(
+        &[Path::new("pcaps/README.md")],
+        &["--since", "2026-12-01", "--until", "2026-11-01"],
+    );
+    assert_eq!(o.code, 2);
+    assert!(o.stderr.contains("is not before --until"), "{}", o.stderr);
     let o = report(&[Path::new("pcaps/README.md")], &["--format", "json"]);
     assert_eq!(o.code, 0, "a file of non-records is data: {}", o.stderr);
     let rep: Value = serde_json::from_str(&o.stdout).unwrap();

@@ -338,3 +338,66 @@ fn http_post(port: u16, sql: &str) -> Result<String, String> {
         Err(format!("{}: {body}", head.lines().next().unwrap_or("")))
     }
 }
+
+/// Runs `mxcert schema apply` against `url`; panics with its output when it fails.
+pub fn schema_apply(url: &str) -> String {
+    let out = Command::new(mxcert_bin())
+        .args(["schema", "apply", "--clickhouse", url])
+        .env_remove("MXCERT_CLICKHOUSE_USER")
+        .env_remove("MXCERT_CLICKHOUSE_PASSWORD")
+        .output()
+        .expect("mxcert runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "schema apply failed: {text}");
+    text
+}
+
+/// Opens a FIFO for writing without hanging forever when no reader comes (30 s).
+pub fn open_fifo_writer(path: &Path) -> std::fs::File {
+    let p = path.to_path_buf();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::OpenOptions::new().write(true).open(&p));
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("the reader opened the FIFO within 30 s")
+        .expect("FIFO opens for writing")
+}
+
+/// `mkfifo PATH`.
+pub fn mkfifo(path: &Path) {
+    let st = Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo runs");
+    assert!(st.success(), "mkfifo {}", path.display());
+}
+
+/// A number from a one-row TabSeparated answer.
+pub fn count(server: &Server, sql: &str) -> u64 {
+    let r = server.query(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    r.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{sql}: not a number: {r:?}"))
+}
+
+/// Waits for a child with a deadline; kills it (and panics) when it is exceeded.
+pub fn wait_with_deadline(
+    child: &mut Child,
+    limit: Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(st) = child.try_wait().expect("child status") {
+            return st;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

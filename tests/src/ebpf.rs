@@ -77,7 +77,23 @@ pub fn exchange(
     download: Vec<u8>,
     pause: Option<Pause>,
 ) -> JoinHandle<Result<Exchange>> {
-    let server_addr = SocketAddr::from((pair.server_ip, port));
+    let server = SocketAddr::from((pair.server_ip, port));
+    exchange_to(pair, server, upload, download, pause, Vec::new())
+}
+
+/// A socket option the client sets before connecting: (level, name, value).
+pub type SockOpt = (libc::c_int, libc::c_int, Vec<u8>);
+
+/// [`exchange`] to any server address in the server namespace (IPv6, a VLAN's address), the
+/// client socket carrying `client_opts` (e.g. IPv6 extension headers) from its SYN on.
+pub fn exchange_to(
+    pair: &NetnsPair,
+    server_addr: SocketAddr,
+    upload: Vec<u8>,
+    download: Vec<u8>,
+    pause: Option<Pause>,
+    client_opts: Vec<SockOpt>,
+) -> JoinHandle<Result<Exchange>> {
     let (ready_tx, ready_rx) = mpsc::channel::<()>();
     // Bind in the server namespace on this thread, then hand the listener over.
     let listener = (|| -> Result<TcpListener> {
@@ -99,7 +115,7 @@ pub fn exchange(
         });
         ready_rx.recv().context("server thread died")?;
         let _ns = crate::netns::NetnsGuard::enter_path(&client_ns)?;
-        let mut c = TcpStream::connect_timeout(&server_addr, Duration::from_secs(10))
+        let mut c = connect_with(server_addr, &client_opts)
             .with_context(|| format!("connect {server_addr}"))?;
         c.set_read_timeout(Some(Duration::from_secs(60)))?;
         c.set_write_timeout(Some(Duration::from_secs(60)))?;
@@ -130,6 +146,83 @@ pub fn exchange(
     })
 }
 
+/// Connects a TCP socket after setting `opts` on it (std cannot set options before connect).
+fn connect_with(addr: SocketAddr, opts: &[SockOpt]) -> std::io::Result<TcpStream> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    if opts.is_empty() {
+        return TcpStream::connect_timeout(&addr, Duration::from_secs(10));
+    }
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket(2); the fd is owned at once.
+    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nobody else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    for (level, name, value) in opts {
+        // SAFETY: value outlives the call; its length is passed.
+        let r = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                *level,
+                *name,
+                value.as_ptr().cast(),
+                value.len() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    let (storage, len) = sockaddr(addr);
+    // SAFETY: storage holds a sockaddr of `len` bytes for the socket's family.
+    let r = unsafe { libc::connect(sock.as_raw_fd(), (&raw const storage).cast(), len) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(TcpStream::from(sock))
+}
+
+fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than sockaddr_in and suitably aligned.
+            unsafe { std::ptr::write((&raw mut storage).cast(), sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: 0,
+            };
+            // SAFETY: as above, for sockaddr_in6.
+            unsafe { std::ptr::write((&raw mut storage).cast(), sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
 /// One delivered frame, decoded.
 #[derive(Debug, Clone)]
 pub struct Seen {
@@ -144,6 +237,8 @@ pub struct Seen {
     pub fin: bool,
     pub rst: bool,
     pub payload: Vec<u8>,
+    /// The frame's first bytes (link and IP headers), for tests on header parsing.
+    pub head: Vec<u8>,
 }
 
 /// Polls `source` until `done()` holds and nothing arrived for 300 ms (or 90 s in all), decoding
@@ -169,6 +264,7 @@ pub fn collect(source: &mut EbpfSource, mut done: impl FnMut() -> bool) -> Resul
                     fin: t.flags.fin(),
                     rst: t.flags.rst(),
                     payload: t.payload.to_vec(),
+                    head: p.data[..p.data.len().min(128)].to_vec(),
                 }),
                 other => bad = Some(format!("{other:?} ({} bytes)", p.data.len())),
             },

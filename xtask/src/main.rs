@@ -14,9 +14,11 @@ usage: cargo xtask <command>
 commands:
   setup    install what the build and tests need (apt packages when missing)
   test     the whole test suite: setup, cargo fmt --check, clippy -D warnings, cargo test
-  demo     read the shipped sample captures (pcaps/) and print the summary and records path
+  demo     read the shipped sample captures (pcaps/), write records and the HTML report, print the text report
   pcaps    regenerate the fixture captures in pcaps/ with real Postfix/Exim/swaks (root, ~3 min)
-  bench    throughput and memory figures of `mxcert read` on synthetic captures";
+  bench    throughput and memory figures of `mxcert read` on synthetic captures
+           (`bench clickhouse`: sink throughput and --clickhouse overhead vs JSON lines)
+  bench-ebpf [MB]  cost of the eBPF capture path: throughput and ns/packet in namespaces (root)";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -27,6 +29,20 @@ fn main() -> Result<()> {
         Some("demo") => demo(&root),
         Some("pcaps") => run(Command::new("bash").arg(root.join("pcaps/make.sh"))),
         Some("bench") => bench(&root, &args[1..]),
+        Some("bench-ebpf") => run(Command::new(
+            std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
+        )
+        .current_dir(&root)
+        .args([
+            "run",
+            "--release",
+            "-p",
+            "mxcert-system-tests",
+            "--bin",
+            "ebpf-bench",
+            "--",
+        ])
+        .args(&args[1..])),
         Some("-h") | Some("--help") | None => {
             println!("{USAGE}");
             Ok(())
@@ -128,11 +144,35 @@ fn demo(root: &Path) -> Result<()> {
         .args(["--local-net", "198.18.0.1/32", "--out"])
         .arg(&out))?;
     println!("records: {}", out.display());
+    // The impact report: the HTML file for the change meeting, and the text one here.
+    let mxcert = root.join("target/release/mxcert");
+    let html = root.join("mxcert-out/report.html");
+    run(Command::new(&mxcert)
+        .args(["report", "--format", "html", "--from"])
+        .arg(&out)
+        .arg("--out")
+        .arg(&html))?;
+    run(Command::new(&mxcert)
+        .args(["report", "--format", "text", "--from"])
+        .arg(&out))?;
+    println!("report: {} (open it in a browser)", html.display());
     Ok(())
 }
 
 fn bench(root: &Path, args: &[String]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    if args.first().map(String::as_str) == Some("clickhouse") {
+        // Sink throughput and --clickhouse overhead, against a private clickhouse-server.
+        setup::all()?;
+        return run(Command::new(&cargo).current_dir(root).args([
+            "run",
+            "--release",
+            "-p",
+            "mxcert-system-tests",
+            "--example",
+            "clickhouse_bench",
+        ]));
+    }
     run(Command::new(&cargo)
         .current_dir(root)
         .args([

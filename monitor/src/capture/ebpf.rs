@@ -83,7 +83,8 @@ pub struct EbpfCounters {
     pub ring_full: u64,
     /// Kernel: frames longer than [`MAX_FRAME`], delivered cut to it.
     pub truncated: u64,
-    /// Kernel: segments of done flows not copied, and their bytes (the cutoff at work).
+    /// Kernel: segments of done flows not copied, and the bytes not copied (theirs, plus the
+    /// payload of FIN/RST segments delivered as headers only): the cutoff at work.
     pub cut_off: u64,
     pub cut_off_bytes: u64,
     /// Kernel: FIN/RST segments of done flows delivered as headers only.
@@ -117,9 +118,9 @@ pub struct EbpfSource {
     ring: RingBuf<MapData>,
     flows: BpfHashMap<MapData, FlowKey, FlowState>,
     counters: PerCpuArray<MapData, u64>,
-    partials: Vec<Partial>,
+    joiner: Joiner,
     program_ids: Vec<u32>,
-    user: EbpfCounters,
+    flow_mark_errors: u64,
     // Maps the programs reference stay alive with them; dropped last (fields drop in order).
     _ports: BpfHashMap<MapData, u16, u8>,
     _ifaces: BpfHashMap<MapData, u32, u32>,
@@ -196,14 +197,13 @@ impl EbpfSource {
         .map_err(|e| failed(format!("{MAP_COUNTERS}: {e}")))?;
         // Chunk records carry the CPU number; one partial frame per possible CPU.
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| failed(format!("{what}: {e}")))?;
-        let partials = (0..cpus).map(|_| Partial::default()).collect();
         Ok(EbpfSource {
             ring,
             flows,
             counters,
-            partials,
+            joiner: Joiner::new(cpus),
             program_ids,
-            user: EbpfCounters::default(),
+            flow_mark_errors: 0,
             _ports: port_map,
             _ifaces: iface_map,
             _ebpf: ebpf,
@@ -213,6 +213,11 @@ impl EbpfSource {
     /// Kernel IDs of the loaded programs (for `bpftool prog show id N` and the detach tests).
     pub fn program_ids(&self) -> &[u32] {
         &self.program_ids
+    }
+
+    /// Whether the kernel map holds `flow` as done (for tests and debugging).
+    pub fn is_marked(&self, flow: &FlowTuple) -> bool {
+        self.flows.get(&flow_key(flow), 0).is_ok()
     }
 
     /// All counters, kernel and user side.
@@ -234,7 +239,11 @@ impl EbpfSource {
             headers_only: get(counter::HEADERS_ONLY),
             fragments: get(counter::FRAGMENTS),
             load_errors: get(counter::LOAD_ERRORS),
-            ..self.user
+            frames: self.joiner.frames,
+            frame_bytes: self.joiner.frame_bytes,
+            incomplete: self.joiner.incomplete,
+            bad_records: self.joiner.bad_records,
+            flow_mark_errors: self.flow_mark_errors,
         }
     }
 
@@ -247,39 +256,61 @@ impl EbpfSource {
         let mut handed = 0;
         for _ in 0..MAX_RECORDS_PER_POLL {
             let Some(item) = self.ring.next() else { break };
-            let rec: &[u8] = &item;
-            let Some(hdr) = parse_header(rec) else {
-                self.user.bad_records += 1;
-                continue;
-            };
-            let data = &rec[HEADER_LEN..HEADER_LEN + hdr.chunk_len as usize];
-            let link = if hdr.flags & FLAG_RAW_IP != 0 {
-                LinkType::RAW
-            } else {
-                LinkType::ETHERNET
-            };
-            let ts = i64::try_from(hdr.ktime_ns).unwrap_or(i64::MAX) + to_epoch;
-            if hdr.offset == 0 && hdr.chunk_len == hdr.cap_len {
-                // The common case, one record per frame: no copy.
-                f(&Packet {
-                    ts,
-                    link,
-                    data,
-                    orig_len: hdr.frame_len,
-                });
-                self.user.frames += 1;
-                self.user.frame_bytes += data.len() as u64;
-                handed += 1;
-                continue;
+            handed += usize::from(self.joiner.push(&item, to_epoch, f));
+        }
+        handed
+    }
+}
+
+/// Joins ring records back into frames. Chunks of one frame come from one CPU, back to back,
+/// so one partial frame per CPU suffices; a gap (a chunk lost to a full ring) discards the frame.
+struct Joiner {
+    partials: Vec<Partial>,
+    frames: u64,
+    frame_bytes: u64,
+    incomplete: u64,
+    bad_records: u64,
+}
+
+impl Joiner {
+    fn new(cpus: usize) -> Joiner {
+        Joiner {
+            partials: (0..cpus).map(|_| Partial::default()).collect(),
+            frames: 0,
+            frame_bytes: 0,
+            incomplete: 0,
+            bad_records: 0,
+        }
+    }
+
+    /// Takes one record; hands the frame to `f` when this record completes one (returns true).
+    fn push(&mut self, rec: &[u8], to_epoch: i64, f: &mut dyn FnMut(&Packet<'_>)) -> bool {
+        let Some(hdr) = parse_header(rec) else {
+            self.bad_records += 1;
+            return false;
+        };
+        let data = &rec[HEADER_LEN..HEADER_LEN + hdr.chunk_len as usize];
+        let link = if hdr.flags & FLAG_RAW_IP != 0 {
+            LinkType::RAW
+        } else {
+            LinkType::ETHERNET
+        };
+        let ts = i64::try_from(hdr.ktime_ns).unwrap_or(i64::MAX) + to_epoch;
+        let frame = if hdr.offset == 0 && hdr.chunk_len == hdr.cap_len {
+            // The common case, one record per frame: no copy. A new frame from a CPU means
+            // its unfinished one, if any, lost its tail.
+            if let Some(p) = self.partials.get_mut(hdr.cpu as usize) {
+                self.incomplete += u64::from(p.active);
+                p.active = false;
             }
+            data
+        } else {
             let Some(p) = self.partials.get_mut(hdr.cpu as usize) else {
-                self.user.bad_records += 1;
-                continue;
+                self.bad_records += 1;
+                return false;
             };
             if hdr.offset == 0 {
-                if p.active {
-                    self.user.incomplete += 1;
-                }
+                self.incomplete += u64::from(p.active);
                 p.active = true;
                 p.frame_id = hdr.frame_id;
                 p.buf.clear();
@@ -287,27 +318,26 @@ impl EbpfSource {
             } else if !p.active || p.frame_id != hdr.frame_id || p.buf.len() != hdr.offset as usize
             {
                 // A chunk of this frame was lost (ring full); the kernel counted it.
-                if p.active {
-                    self.user.incomplete += 1;
-                }
+                self.incomplete += u64::from(p.active);
                 p.active = false;
-                continue;
+                return false;
             }
             p.buf.extend_from_slice(data);
-            if p.buf.len() == hdr.cap_len as usize {
-                p.active = false;
-                f(&Packet {
-                    ts,
-                    link,
-                    data: &p.buf,
-                    orig_len: hdr.frame_len,
-                });
-                self.user.frames += 1;
-                self.user.frame_bytes += p.buf.len() as u64;
-                handed += 1;
+            if p.buf.len() < hdr.cap_len as usize {
+                return false;
             }
-        }
-        handed
+            p.active = false;
+            &p.buf
+        };
+        f(&Packet {
+            ts,
+            link,
+            data: frame,
+            orig_len: hdr.frame_len,
+        });
+        self.frames += 1;
+        self.frame_bytes += frame.len() as u64;
+        true
     }
 }
 
@@ -368,7 +398,7 @@ impl LiveSource for EbpfSource {
             _pad: 0,
         };
         if self.flows.insert(flow_key(flow), state, 0).is_err() {
-            self.user.flow_mark_errors += 1;
+            self.flow_mark_errors += 1;
         }
     }
 
@@ -382,7 +412,9 @@ impl LiveSource for EbpfSource {
         SourceCounters {
             packets: s.frames,
             bytes: s.frame_bytes,
-            dropped: s.ring_full + s.bad_records,
+            // Frames lost whole or in part: ring full, a failed copy, a record that made no
+            // sense. (Frames cut at MAX_FRAME are delivered, and counted in `stats().truncated`.)
+            dropped: s.ring_full + s.load_errors + s.bad_records,
             if_dropped: 0,
             cut_off: s.cut_off,
         }
@@ -425,9 +457,11 @@ fn load_error(what: &str, e: &(dyn std::error::Error + 'static)) -> LiveError {
             // EPERM is a missing capability; EACCES is the verifier's rejection (a bug).
             permission |= io.raw_os_error() == Some(libc::EPERM);
         }
-        if !std::ptr::eq(err, e) {
+        let text = err.to_string();
+        // aya's messages often repeat their source; keep each text once.
+        if !std::ptr::eq(err, e) && !chain.contains(&text) {
             chain.push_str(": ");
-            chain.push_str(&err.to_string());
+            chain.push_str(&text);
         }
         src = err.source();
     }
@@ -581,12 +615,98 @@ mod tests {
         assert_eq!(parse_header(&rec), None);
     }
 
+    /// A record as the kernel writes it: header + `data` (the frame bytes at `offset`).
+    fn record(cpu: u32, frame_id: u32, cap_len: u32, offset: u32, data: &[u8]) -> Vec<u8> {
+        let hdr = ChunkHeader {
+            ktime_ns: 1_000,
+            frame_id,
+            cpu,
+            frame_len: cap_len,
+            cap_len,
+            offset,
+            chunk_len: data.len() as u32,
+            ..Default::default()
+        };
+        let mut rec = vec![0u8; HEADER_LEN];
+        // SAFETY: rec holds HEADER_LEN bytes.
+        unsafe { std::ptr::write_unaligned(rec.as_mut_ptr().cast(), hdr) };
+        rec.extend_from_slice(data);
+        rec
+    }
+
+    fn push_all(j: &mut Joiner, recs: &[Vec<u8>]) -> Vec<(i64, Vec<u8>)> {
+        let mut out = Vec::new();
+        for r in recs {
+            j.push(r, 5, &mut |p| out.push((p.ts, p.data.to_vec())));
+        }
+        out
+    }
+
+    #[test]
+    fn chunks_of_interleaved_cpus_are_joined_per_cpu() {
+        let a: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
+        let b: Vec<u8> = (0..20_000u32).map(|i| (i * 7) as u8).collect();
+        let mut j = Joiner::new(2);
+        let recs = [
+            record(0, 1, 40_000, 0, &a[..16_384]),
+            record(1, 9, 20_000, 0, &b[..16_384]),
+            record(0, 1, 40_000, 16_384, &a[16_384..32_768]),
+            record(1, 9, 20_000, 16_384, &b[16_384..]),
+            record(0, 1, 40_000, 32_768, &a[32_768..]),
+            record(1, 10, 3, 0, b"one"),
+        ];
+        let out = push_all(&mut j, &recs);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[0].1, b);
+        assert_eq!(out[1].1, a);
+        assert_eq!(out[2].1, b"one");
+        assert_eq!(out[0].0, 1_005, "ktime + offset to the epoch");
+        assert_eq!((j.frames, j.incomplete, j.bad_records), (3, 0, 0));
+    }
+
+    #[test]
+    fn a_lost_chunk_discards_the_frame_and_counts_it() {
+        let a = vec![1u8; 40_000];
+        let mut j = Joiner::new(1);
+        let recs = [
+            record(0, 1, 40_000, 0, &a[..16_384]),
+            // chunk at 16 384 lost to a full ring
+            record(0, 1, 40_000, 32_768, &a[32_768..]),
+            // next frame starts over cleanly
+            record(0, 2, 5, 0, b"hello"),
+            // a frame whose tail is lost, then a new frame from the same CPU
+            record(0, 3, 40_000, 0, &a[..16_384]),
+            record(0, 4, 2, 0, b"ok"),
+            // a record from a CPU that does not exist, and a short one
+            record(7, 5, 40_000, 0, &a[..16_384]),
+            vec![0u8; 10],
+        ];
+        let out = push_all(&mut j, &recs);
+        let frames: Vec<&[u8]> = out.iter().map(|(_, d)| d.as_slice()).collect();
+        assert_eq!(frames, [b"hello".as_slice(), b"ok".as_slice()]);
+        assert_eq!((j.incomplete, j.bad_records), (2, 2));
+    }
+
+    #[test]
+    fn the_source_can_move_to_a_capture_thread() {
+        fn send<T: Send>() {}
+        send::<EbpfSource>();
+    }
+
     #[test]
     fn availability_names_its_reason() {
         if let Err(why) = available() {
             assert!(!why.is_empty());
             if object().is_none() {
                 assert!(why.contains("cargo xtask setup"));
+                // open() reports the same reason as Unavailable, so `auto` falls back.
+                match EbpfSource::open(&["lo".into()], &[25]) {
+                    Err(LiveError::Unavailable { backend, reason }) => {
+                        assert_eq!((backend, reason.as_str()), (BACKEND, NO_OBJECT));
+                    }
+                    Err(e) => panic!("expected Unavailable, got {e}"),
+                    Ok(_) => panic!("opened without an object"),
+                }
             }
         }
     }

@@ -9,6 +9,7 @@ pub mod file;
 pub mod live;
 pub mod pcap;
 pub mod select;
+pub mod synth;
 
 pub use decode::{decode, DecodeOutcome, TcpFlags, TcpSegment};
 pub use file::{CaptureError, FileReader};

@@ -49,12 +49,15 @@ section{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.08);p
 h2{font-size:18px;margin:0 0 10px}
 h3{font-size:15px;margin:14px 0 6px}
 .kpis{display:flex;gap:14px;flex-wrap:wrap;margin-bottom:18px}
-.kpi{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.08);padding:12px 16px;min-width:190px}
+.kpi{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.08);padding:12px 16px;min-width:170px;max-width:250px}
+.kpi small{display:block;color:#666;font-size:12px;margin-top:2px}
 .kpi b{display:block;font-size:24px}
 .kpi.bad b{color:#c62828}
 .charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));gap:18px}
 table{border-collapse:collapse;width:100%;font-size:13px;margin:6px 0}
 th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #e4e6eb;vertical-align:top}
+td.detail{overflow-wrap:anywhere;min-width:280px}
+section{overflow-x:auto}
 th{background:#f0f2f5;cursor:pointer;user-select:none;white-space:nowrap}
 th.sorted-asc::after{content:" \25B2"} th.sorted-desc::after{content:" \25BC"}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
@@ -97,6 +100,19 @@ const JS: &str = r#"
   document.body.setAttribute('data-charts',String(charts.length));
   document.body.setAttribute('data-charts-drawn',String(drawn));
   document.body.setAttribute('data-tables',String(document.querySelectorAll('table.sortable').length));
+  // With #selftest, sort the first numeric column and check the order (rendering tests
+  // cannot click).
+  if(location.hash==='#selftest'){
+    var ok='no-table';
+    var th=document.querySelector('table.sortable th.n');
+    if(th){
+      var t=th.closest('table'),i=Array.prototype.indexOf.call(th.parentNode.children,th);
+      th.click();
+      var v=Array.prototype.map.call(t.tBodies[0].rows,function(r){return Number(val(r.cells[i]));});
+      ok=v.every(function(x,k){return k===0||v[k-1]<=x;})?'1':'0';
+    }
+    document.body.setAttribute('data-sort-ok',ok);
+  }
   document.body.setAttribute('data-ready','1');
 })();
 "#;
@@ -108,6 +124,8 @@ struct Table {
 
 enum Cell {
     Text(String),
+    /// Long free text (webpki's reasons): may wrap anywhere.
+    Detail(String),
     Num(u64),
     Share(f64),
     Status(&'static str),
@@ -121,6 +139,10 @@ impl Table {
         }
     }
     fn write(&self, o: &mut String) {
+        if self.rows.is_empty() {
+            o.push_str("<p class=\"note\">No rows.</p>");
+            return;
+        }
         o.push_str("<table class=\"sortable\"><thead><tr>");
         for (h, num) in &self.head {
             let _ = write!(
@@ -136,6 +158,7 @@ impl Table {
             for c in r {
                 let _ = match c {
                     Cell::Text(t) => write!(o, "<td>{}</td>", esc(t)),
+                    Cell::Detail(t) => write!(o, "<td class=\"detail\">{}</td>", esc(t)),
                     Cell::Num(n) => write!(o, "<td class=\"n\">{n}</td>"),
                     Cell::Share(s) => write!(o, "<td class=\"n\" data-v=\"{s}\">{}</td>", pct(*s)),
                     Cell::Status(s) => write!(o, "<td class=\"st-{s}\">{}</td>", esc(s)),
@@ -156,6 +179,10 @@ fn opt(s: &Option<String>) -> Cell {
 }
 
 fn section_counts(o: &mut String, v: &SectionView) {
+    if let Some(e) = v.empty {
+        let _ = write!(o, "<p class=\"note\">{}</p>", esc(e));
+        return;
+    }
     let _ = write!(o, "<p class=\"note\">{}.</p>", esc(&v.summary));
     let mut tb = Table::new(&[
         ("", false),
@@ -392,16 +419,17 @@ fn risk_chart(r: &Report) -> String {
     }
     let mut lx = l;
     for (row, color) in cov.rows.iter().zip(colors) {
+        let label = format!("{} {}", row.category.replace('_', " "), pct(row.share));
         let _ = write!(
             o,
-            "<rect x=\"{lx}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{color}\"/><text x=\"{}\" y=\"{:.1}\">{} {}</text>",
+            "<rect x=\"{lx}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{color}\"/><text x=\"{}\" y=\"{:.1}\">{}</text>",
             y + 32.0,
             lx + 14.0,
             y + 41.0,
-            row.category.replace('_', " "),
-            pct(row.share)
+            esc(&label)
         );
-        lx += 155.0;
+        // ~6 px per character of the 11 px font, plus the swatch and a gap.
+        lx += 14.0 + 6.2 * label.chars().count() as f64 + 18.0;
     }
     o.push_str("</svg>");
     o
@@ -456,9 +484,17 @@ fn timeline_chart(r: &Report) -> String {
         }
     }
     let ax = x(r.at_s);
+    // Keep the AT label inside the chart when AT is near an end.
+    let anchor = if ax > w - 90.0 {
+        "end"
+    } else if ax < 90.0 {
+        "start"
+    } else {
+        "middle"
+    };
     let _ = write!(
         o,
-        "<line x1=\"{ax:.1}\" x2=\"{ax:.1}\" y1=\"20\" y2=\"{}\" stroke=\"#1d2330\" stroke-dasharray=\"4 3\"/><text x=\"{ax:.1}\" y=\"14\" text-anchor=\"middle\">AT {}</text>",
+        "<line x1=\"{ax:.1}\" x2=\"{ax:.1}\" y1=\"20\" y2=\"{}\" stroke=\"#1d2330\" stroke-dasharray=\"4 3\"/><text x=\"{ax:.1}\" y=\"14\" text-anchor=\"{anchor}\">AT {}</text>",
         axis + 30.0,
         esc(&r.at[..10.min(r.at.len())])
     );
@@ -524,13 +560,14 @@ fn year_of(s: i64) -> i64 {
         .unwrap_or(1970)
 }
 
-fn kpi(o: &mut String, label: &str, value: String, bad: bool) {
+fn kpi(o: &mut String, label: &str, value: String, detail: &str, bad: bool) {
     let _ = write!(
         o,
-        "<div class=\"kpi{}\"><b>{}</b>{}</div>",
+        "<div class=\"kpi{}\"><b>{}</b>{}<small>{}</small></div>",
         if bad { " bad" } else { "" },
         esc(&value),
-        esc(label)
+        esc(label),
+        esc(detail)
     );
 }
 
@@ -554,11 +591,21 @@ pub fn render(r: &Report) -> String {
 
     let cov = &r.coverage;
     o.push_str("<div class=\"kpis\">");
-    kpi(&mut o, "sessions", cov.sessions.to_string(), false);
+    kpi(
+        &mut o,
+        "sessions",
+        cov.sessions.to_string(),
+        &format!("{} peer(s)", cov.peers),
+        false,
+    );
     kpi(
         &mut o,
         "inspected (certificates seen)",
         pct(cov.rows.first().map_or(0.0, |c| c.share)),
+        &format!(
+            "{} TLS 1.3, {} without TLS, {} incomplete",
+            cov.tls13_uninspectable, cov.no_tls, cov.incomplete
+        ),
         false,
     );
     for (label, c) in [
@@ -578,7 +625,12 @@ pub fn render(r: &Report) -> String {
         kpi(
             &mut o,
             label,
-            format!("{} ({} sessions)", c.peers, c.sessions),
+            format!("{} sessions", c.sessions),
+            &format!(
+                "{} peer(s), {} of the section's traffic",
+                c.peers,
+                pct(c.share)
+            ),
             c.sessions > 0,
         );
     }
@@ -781,7 +833,7 @@ pub fn render(r: &Report) -> String {
             t(x.result_type),
             t(x.rule.clone()),
             Cell::Num(x.sessions),
-            t(x.detail.clone()),
+            Cell::Detail(x.detail.clone()),
             t(x.last_seen.clone()),
         ]);
     }

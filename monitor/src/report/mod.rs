@@ -9,6 +9,7 @@
 //! notAfter) and the findings' `effective` dates; everything else (trust, names, EKU, TLS
 //! behaviour) is taken from the findings as recorded. See [`model`] for the exact rules.
 
+pub mod clickhouse;
 pub mod html;
 pub mod input;
 pub mod json;
@@ -22,8 +23,8 @@ pub use model::{build, Report, ReportOptions};
 use std::path::PathBuf;
 
 /// Sessions kept in memory for one report; beyond this the report covers the first ones read
-/// and says so (narrow the window with `--since/--until`). About 1 KiB per session with its
-/// findings, so the bound is ~5 GiB.
+/// and says so (narrow the window with `--since/--until`). Measured: 0.93 GB peak for 1.05 M
+/// sessions with their findings (~0.9 KB each), so the bound is ~4.5 GB.
 pub const MAX_SESSIONS: usize = 5_000_000;
 
 /// Failures producing a report. Malformed lines in the input are data (counted and shown in
@@ -46,6 +47,9 @@ pub enum ReportError {
     /// An input backend failed (ClickHouse unreachable, bad query).
     #[error("input {input}: {message}")]
     Input { input: String, message: String },
+    /// `--since` is not before `--until`: the window holds nothing.
+    #[error("--since {since} is not before --until {until}; swap them or widen the window")]
+    EmptyWindow { since: String, until: String },
 }
 
 /// Output formats of `mxcert report --format`.

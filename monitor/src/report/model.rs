@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::Serialize;
 
-use super::input::{CertIn, Dataset, FindingIn, SessionIn, Window};
+use super::input::{CertIn, Dataset, FindingIn, SessionIn, Sym, Window};
 use crate::classify::policy::Policy;
 use crate::timefmt::rfc3339_ms;
 
@@ -438,7 +438,7 @@ impl Ctx<'_> {
                 status: "none_sent",
             };
         };
-        let cert = self.ds.certs.get(fp);
+        let cert = self.ds.certs.get(fp.as_str());
         let sunset = self.finding(s, "eku.client_auth_sunset", "client");
         let loses = sunset.and_then(|f| match (self.policy, cert) {
             (Some(p), Some(c)) => {
@@ -457,7 +457,7 @@ impl Ctx<'_> {
             Some(_) => "ok",
         };
         CertView {
-            cert_sha256: Some(fp.clone()),
+            cert_sha256: Some(fp.to_string()),
             certificate: cert.map(CertIn::name),
             issuer: cert.and_then(|c| c.issuer.clone()),
             eku: cert.map(CertIn::eku_text),
@@ -480,7 +480,7 @@ impl Ctx<'_> {
                 continue; // re-evaluated below
             }
             match f.verdict.as_str() {
-                "fail" => out.push((f.rule.clone(), f.detail.clone(), f.effective_s())),
+                "fail" => out.push((f.rule.to_string(), f.detail.to_string(), f.effective_s())),
                 "unknown" => unknown = true,
                 _ => {}
             }
@@ -492,7 +492,7 @@ impl Ctx<'_> {
             .server_chain
             .iter()
             .enumerate()
-            .filter_map(|(i, fp)| self.ds.certs.get(fp).map(|c| (i, c)))
+            .filter_map(|(i, fp)| self.ds.certs.get(fp.as_str()).map(|c| (i, c)))
             .filter(|(i, c)| *i == 0 || !c.self_issued())
             .map(|(_, c)| c)
             .collect();
@@ -610,7 +610,7 @@ fn coverage(ds: &Dataset) -> Coverage {
         };
         all.add(&peer);
         by.entry(coverage_class(s)).or_default().add(&peer);
-        *by_direction.entry(s.direction.clone()).or_default() += 1;
+        *by_direction.entry(s.direction.to_string()).or_default() += 1;
     }
     let n = all.sessions;
     let get = |k: &str| by.get(k).map_or(0, |t| t.sessions);
@@ -678,12 +678,12 @@ fn inbound(cx: &Ctx) -> InboundSection {
         }
         let key = (
             peer.clone(),
-            s.smtp.ehlo.clone(),
+            s.smtp.ehlo.as_deref().map(String::from),
             cert.cert_sha256.clone().unwrap_or_default(),
         );
         let row = rows.entry(key).or_insert_with(|| InboundRow {
             sender_ip: peer,
-            sender_name: s.smtp.ehlo.clone(),
+            sender_name: s.smtp.ehlo.as_deref().map(String::from),
             cert,
             sessions: 0,
             first_seen: s.ts.clone(),
@@ -838,7 +838,7 @@ fn strict(cx: &Ctx) -> StrictSection {
             .or_insert_with(|| DestinationRow {
                 destination_name: name.clone(),
                 destination_ip: peer.clone(),
-                destination_helo: s.smtp.banner_host.clone(),
+                destination_helo: s.smtp.banner_host.as_deref().map(String::from),
                 sending_ip: s.client_ip.to_string(),
                 sessions: 0,
                 would_pass: 0,
@@ -952,19 +952,19 @@ fn timeline(cx: &Ctx) -> Vec<TimelineEvent> {
             .add(peer);
     };
     for s in &cx.ds.sessions {
-        let leaves: [(&'static str, Option<&String>, String); 2] = [
+        // Sessions of unknown direction count in both client-certificate sections, as
+        // everywhere in the report.
+        let client = s.tls.client_chain.first();
+        let leaves: [(&'static str, Option<&Sym>, String); 3] = [
             (
-                if s.direction == "inbound" {
-                    "inbound_client_certs"
-                } else {
-                    "outbound_our_certificate"
-                },
-                s.tls.client_chain.first(),
-                if s.direction == "inbound" {
-                    s.client_ip.to_string()
-                } else {
-                    s.server_ip.to_string()
-                },
+                "inbound_client_certs",
+                client.filter(|_| is_in(s)),
+                s.client_ip.to_string(),
+            ),
+            (
+                "outbound_our_certificate",
+                client.filter(|_| is_out(s)),
+                s.server_ip.to_string(),
             ),
             (
                 "outbound_strict_validation",
@@ -974,12 +974,12 @@ fn timeline(cx: &Ctx) -> Vec<TimelineEvent> {
         ];
         for (section, fp, peer) in leaves {
             let Some(fp) = fp else { continue };
-            let Some(c) = cx.ds.certs.get(fp) else {
+            let Some(c) = cx.ds.certs.get(fp.as_str()) else {
                 continue;
             };
             if let Some(na) = c.not_after_s() {
                 add(
-                    (na, "certificate_expires", section, fp.clone()),
+                    (na, "certificate_expires", section, fp.to_string()),
                     c.name(),
                     &peer,
                 );
@@ -992,7 +992,7 @@ fn timeline(cx: &Ctx) -> Vec<TimelineEvent> {
                     .and_then(crate::classify::policy::parse_date)
                 {
                     add(
-                        (d, "client_auth_lost", section, fp.clone()),
+                        (d, "client_auth_lost", section, fp.to_string()),
                         c.name(),
                         &peer,
                     );
@@ -1039,7 +1039,9 @@ fn trend(ds: &Dataset, first: Option<i64>, last: Option<i64>) -> Trend {
         let mut seen = HashSet::new();
         for f in ds.findings_of(&s.session_id) {
             if f.verdict == "fail" && seen.insert(f.rule.as_str()) {
-                series.entry(f.rule.clone()).or_insert_with(|| vec![0; n])[i] += 1;
+                series
+                    .entry(f.rule.to_string())
+                    .or_insert_with(|| vec![0; n])[i] += 1;
             }
         }
     }
@@ -1079,10 +1081,11 @@ fn caveats(ds: &Dataset, cov: &Coverage, policy: &Option<Policy>) -> Vec<String>
     if !ds.sessions.is_empty() && !dirs.contains_key("inbound") && !dirs.contains_key("unknown") {
         c.push("No inbound sessions: the inbound section is empty.".into());
     }
-    let missing: HashSet<&String> = ds
+    let missing: HashSet<&str> = ds
         .sessions
         .iter()
         .flat_map(|s| s.tls.server_chain.iter().chain(&s.tls.client_chain))
+        .map(Sym::as_str)
         .filter(|fp| !ds.certs.contains_key(*fp))
         .collect();
     if !missing.is_empty() {
@@ -1113,6 +1116,8 @@ pub struct SectionView<'a> {
     /// What the peers are called in this section.
     pub peers: &'static str,
     pub counts: Vec<(&'static str, &'a Count)>,
+    /// Set when the section has no session of its directions: say so instead of zeros.
+    pub empty: Option<&'static str>,
 }
 
 fn tls13_note(n: u64, what: &str) -> String {
@@ -1137,6 +1142,9 @@ impl InboundSection {
                 tls13_note(self.not_visible, "it")
             ),
             peers: "senders",
+            empty: (self.base_sessions == 0).then_some(
+                "No inbound session in the input (see --local-net at read time).",
+            ),
             counts: vec![
                 ("without clientAuth (rejected now by an EKU-enforcing receiver)", &self.without_client_auth),
                 ("clientAuth from a public CA, lost at renewal", &self.losing_client_auth),
@@ -1160,6 +1168,9 @@ impl OurCertSection {
                 tls13_note(self.not_visible, "whether they were")
             ),
             peers: "destinations",
+            empty: (self.base_sessions == 0).then_some(
+                "No outbound session in the input (see --local-net at read time).",
+            ),
             counts: vec![
                 ("we presented one", &self.presented),
                 ("we sent none", &self.not_presented),
@@ -1181,6 +1192,9 @@ impl StrictSection {
                 self.peers
             ),
             peers: "destinations",
+            empty: (self.sessions == 0).then_some(
+                "No outbound session in the input (see --local-net at read time).",
+            ),
             counts: vec![
                 ("would fail", &self.at_risk),
                 ("not assessable (TLS 1.3, incomplete, no name)", &self.not_assessable),

@@ -89,6 +89,10 @@ fn table(
 }
 
 fn section_counts(st: &Style, out: &mut String, v: &SectionView) {
+    if let Some(e) = v.empty {
+        let _ = writeln!(out, "  {}", st.dim(e));
+        return;
+    }
     let _ = writeln!(out, "  {}", v.summary);
     let rows: Vec<Vec<String>> = v
         .counts

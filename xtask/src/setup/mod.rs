@@ -14,6 +14,7 @@ use crate::run;
 mod clickhouse;
 mod ebpf;
 mod live;
+mod report;
 
 /// Everything the whole test suite needs.
 pub fn all() -> Result<()> {
@@ -22,6 +23,7 @@ pub fn all() -> Result<()> {
     apt_install(&["iproute2", "iputils-ping", "ethtool"])?;
     clickhouse::install(&crate::repo_root())?;
     ebpf::install()?;
+    report::install()?;
     live::install()?;
     Ok(())
 }

@@ -20,10 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 pub use self::args::{apply_schema, Applied, ClickHouseArgs};
-use self::rows::{CertificateRow, FindingRow, SessionRow};
 use self::schema::Variant;
 use super::{Sink, SinkError};
 use crate::classify::Finding;
@@ -54,7 +53,7 @@ pub enum ClickHouseError {
     #[error("ClickHouse at {url} rejected the credentials: {message} (set MXCERT_CLICKHOUSE_USER and MXCERT_CLICKHOUSE_PASSWORD or --clickhouse-password-file)")]
     Auth { url: String, message: String },
     /// The tables are missing or older than this binary.
-    #[error("ClickHouse at {url}, database {database}: {message}; run `mxcert schema apply --clickhouse {url}`")]
+    #[error("ClickHouse at {url}, database {database}: {message}; run `mxcert schema apply --clickhouse {url} --clickhouse-database {database}`")]
     Schema {
         url: String,
         database: String,
@@ -99,22 +98,44 @@ pub fn classify_error(url: &str, database: &str, e: &clickhouse::error::Error) -
     }
 }
 
+/// Rows of one table, RowBinary-encoded back to back.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TableRows {
+    pub rows: u64,
+    pub data: Vec<u8>,
+}
+
 /// Rows of all three tables sealed together; the unit of insert, retry and spooling.
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Batch {
     /// Unique per batch (sensor, process start, sequence): the deduplication token's base.
     pub id: String,
-    pub certificates: Vec<CertificateRow>,
-    pub sessions: Vec<SessionRow>,
-    pub findings: Vec<FindingRow>,
+    pub certificates: TableRows,
+    pub sessions: TableRows,
+    pub findings: TableRows,
 }
 
 impl Batch {
     pub fn rows(&self) -> u64 {
-        (self.certificates.len() + self.sessions.len() + self.findings.len()) as u64
+        self.certificates.rows + self.sessions.rows + self.findings.rows
     }
     fn is_empty(&self) -> bool {
         self.rows() == 0
+    }
+    /// (table, rows) in insert order: certificates before the sessions that reference them.
+    pub fn tables(&self) -> [(&'static str, &TableRows); 3] {
+        [
+            ("certificates", &self.certificates),
+            ("sessions", &self.sessions),
+            ("findings", &self.findings),
+        ]
+    }
+    pub fn tables_mut(&mut self) -> [&mut TableRows; 3] {
+        [
+            &mut self.certificates,
+            &mut self.sessions,
+            &mut self.findings,
+        ]
     }
 }
 
@@ -255,8 +276,14 @@ struct State {
     pending: Batch,
     pending_since: Option<Instant>,
     queue: VecDeque<Batch>,
+    /// Emptied batches handed back by the writer: their buffers keep their capacity, so the
+    /// packet path neither grows vectors nor faults in fresh pages for every batch.
+    spare: Vec<Batch>,
     closing: bool,
 }
+
+/// Spare batches kept for reuse (each holds up to a batch of rows' worth of capacity).
+const SPARE_BATCHES: usize = 4;
 
 struct Shared {
     state: Mutex<State>,
@@ -270,7 +297,8 @@ struct Shared {
 
 impl Shared {
     fn seal_pending(&self, st: &mut State) -> Batch {
-        let mut b = std::mem::take(&mut st.pending);
+        let fresh = st.spare.pop().unwrap_or_default();
+        let mut b = std::mem::replace(&mut st.pending, fresh);
         b.id = format!(
             "{}-{}",
             self.batch_base,
@@ -360,6 +388,7 @@ impl ClickHouseSink {
                 pending: Batch::default(),
                 pending_since: None,
                 queue: VecDeque::new(),
+                spare: Vec::new(),
                 closing: false,
             }),
             cv: Condvar::new(),
@@ -392,12 +421,12 @@ impl ClickHouseSink {
         self.shared.counters.snapshot()
     }
 
-    fn push(&mut self, add: impl FnOnce(&mut Batch)) {
+    fn push(&self, add: impl FnOnce(&mut Batch, &str)) {
         let mut st = lock(&self.shared.state);
         if st.pending.is_empty() {
             st.pending_since = Some(Instant::now());
         }
-        add(&mut st.pending);
+        add(&mut st.pending, &self.cfg.sensor);
         if st.pending.rows() as usize >= self.cfg.batch_rows {
             let batch = self.shared.seal_pending(&mut st);
             if st.queue.len() < self.cfg.queue_batches {
@@ -428,13 +457,11 @@ impl ClickHouseSink {
             return;
         }
         let certs = std::mem::take(&mut self.pending_certs);
-        let sensor = self.cfg.sensor.clone();
-        self.push(move |b| {
-            b.certificates.extend(
-                certs
-                    .iter()
-                    .map(|c| CertificateRow::from_record(c, &sensor, ts)),
-            )
+        self.push(|b, sensor| {
+            for c in &certs {
+                rows::encode_certificate(&mut b.certificates.data, c, sensor, ts);
+                b.certificates.rows += 1;
+            }
         });
     }
 
@@ -513,21 +540,28 @@ impl Sink for ClickHouseSink {
         Ok(())
     }
     fn session(&mut self, rec: &SessionRecord) -> Result<(), SinkError> {
-        let row = SessionRow::from_record(rec, &self.cfg.sensor);
-        self.last_ts = row.ts;
-        self.flush_certs(row.ts);
-        self.push(move |b| b.sessions.push(row));
+        let ts = rows::rfc3339_to_ms(&rec.ts).unwrap_or(0);
+        self.last_ts = ts;
+        self.flush_certs(ts);
+        self.push(|b, sensor| {
+            rows::encode_session(&mut b.sessions.data, rec, sensor);
+            b.sessions.rows += 1;
+        });
         Ok(())
     }
     fn finding(&mut self, rec: &Finding) -> Result<(), SinkError> {
-        let row = FindingRow::from_record(rec, &self.cfg.sensor);
-        self.push(move |b| b.findings.push(row));
+        self.push(|b, sensor| {
+            rows::encode_finding(&mut b.findings.data, rec, sensor);
+            b.findings.rows += 1;
+        });
         Ok(())
     }
+    /// Hands waiting certificates to the batch. It does not seal the batch: the writer
+    /// sends it within the batch interval, and a caller flushing often (the pipeline at
+    /// every file's end) must not turn into one tiny INSERT per call.
     fn flush(&mut self) -> Result<(), SinkError> {
         let ts = self.last_ts;
         self.flush_certs(ts);
-        self.seal();
         Ok(())
     }
 }
@@ -619,16 +653,32 @@ impl Writer {
             return;
         }
         let spool_empty = lock(&self.shared.spool).is_empty();
+        let mut done = false;
         if spool_empty && !self.down {
             match rt.block_on(self.insert(&b)) {
                 Ok(()) => {
                     self.sent(&b, false);
-                    return;
+                    done = true;
                 }
                 Err(e) => self.failed(e),
             }
         }
-        spool_batch(&self.shared, &b);
+        if !done {
+            spool_batch(&self.shared, &b);
+        }
+        self.recycle(b);
+    }
+
+    fn recycle(&self, mut b: Batch) {
+        b.id.clear();
+        for t in b.tables_mut() {
+            t.rows = 0;
+            t.data.clear();
+        }
+        let mut st = lock(&self.shared.state);
+        if st.spare.len() < SPARE_BATCHES {
+            st.spare.push(b);
+        }
     }
 
     /// Replays the spool, oldest first, while the server takes it.
@@ -697,23 +747,14 @@ impl Writer {
             .server
             .as_ref()
             .is_some_and(|s| s.variant == Variant::Modern);
-        let token = |table: &str| tokens.then(|| format!("{}-{table}", b.id));
         let err =
             |e: clickhouse::error::Error| classify_error(&self.cfg.url, &self.cfg.database, &e);
-        insert_rows(
-            &self.client,
-            "certificates",
-            &b.certificates,
-            token("certificates"),
-        )
-        .await
-        .map_err(err)?;
-        insert_rows(&self.client, "sessions", &b.sessions, token("sessions"))
-            .await
-            .map_err(err)?;
-        insert_rows(&self.client, "findings", &b.findings, token("findings"))
-            .await
-            .map_err(err)?;
+        for (table, rows) in b.tables() {
+            let token = tokens.then(|| format!("{}-{table}", b.id));
+            insert_table(&self.client, table, rows, token)
+                .await
+                .map_err(err)?;
+        }
         Ok(())
     }
 }
@@ -735,27 +776,26 @@ async fn preflight_async(
     })
 }
 
-async fn insert_rows<T>(
+/// One INSERT of pre-encoded RowBinary rows (all columns, in table order).
+async fn insert_table(
     client: &clickhouse::Client,
     table: &str,
-    rows: &[T],
+    rows: &TableRows,
     token: Option<String>,
-) -> Result<(), clickhouse::error::Error>
-where
-    T: clickhouse::RowOwned + clickhouse::RowWrite,
-{
-    if rows.is_empty() {
+) -> Result<(), clickhouse::error::Error> {
+    if rows.rows == 0 {
         return Ok(());
     }
     let mut ins = client
-        .insert::<T>(table)
-        .await?
+        .insert_formatted_with(format!("INSERT INTO {table} FORMAT RowBinary"))
         .with_timeouts(Some(Duration::from_secs(30)), Some(Duration::from_secs(60)));
     if let Some(t) = token {
         ins = ins.with_setting("insert_deduplication_token", t);
     }
-    for r in rows {
-        ins.write(r).await?;
+    let mut ins = ins.buffered_with_capacity(256 * 1024);
+    let mut off = 0;
+    while off < rows.data.len() {
+        off += ins.write(&rows.data[off..]).await?;
     }
     ins.end().await
 }

@@ -1,99 +1,17 @@
-//! Flat rows of the ClickHouse tables (`schema/001_init.sql`), built from the records.
+//! Rows of the ClickHouse tables (`schema/001_init.sql`), encoded as RowBinary straight from
+//! the records.
 //!
-//! Field order and types are the column order and the RowBinary encoding of the modern schema,
-//! which the 18.16 variant reproduces byte for byte (`schema/compat-18.16/`): timestamps are
-//! `i64` milliseconds (DateTime64(3) on the wire), addresses `Ipv6Addr` (IPv4 mapped as
-//! `::ffff:a.b.c.d`, 16 bytes), enums their `Enum8` code. The same rows serialize to JSON for
-//! the on-disk spool.
+//! Column order and encodings are those of the modern schema, which the 18.16 variant
+//! reproduces byte for byte (`schema/compat-18.16/`): timestamps are `Int64` milliseconds
+//! (DateTime64(3) on the wire), addresses 16 bytes (IPv4 mapped as `::ffff:a.b.c.d`), enums
+//! their `Enum8` code, absent text the empty string. The spool stores the same bytes.
 
 use std::net::{IpAddr, Ipv6Addr};
-
-use serde::{Deserialize, Serialize};
 
 use crate::classify::{Finding, Verdict};
 use crate::session::{Outcome, SessionRecord};
 use crate::timefmt::unix_seconds;
-use crate::x509::CertificateRecord;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clickhouse::Row)]
-pub struct SessionRow {
-    pub sensor: String,
-    pub session_id: String,
-    pub ts: i64,
-    pub end_ts: i64,
-    pub client_ip: Ipv6Addr,
-    pub client_port: u16,
-    pub server_ip: Ipv6Addr,
-    pub server_port: u16,
-    pub direction: i8,
-    pub banner_host: String,
-    pub ehlo: String,
-    pub starttls_offered: Option<u8>,
-    pub starttls: u8,
-    pub implicit_tls: u8,
-    pub starttls_reply_code: Option<u16>,
-    pub tls_version: String,
-    pub cipher: String,
-    pub sni: String,
-    pub cert_requested: Option<u8>,
-    pub client_cert_presented: Option<u8>,
-    pub server_chain: Vec<String>,
-    pub client_chain: Vec<String>,
-    pub alert: String,
-    pub alert_from: String,
-    pub client_version: String,
-    pub hello_retry: u8,
-    pub outcome: i8,
-    pub midstream: u8,
-    pub packets: u64,
-    pub bytes: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clickhouse::Row)]
-pub struct CertificateRow {
-    pub sha256: String,
-    pub first_seen: i64,
-    pub last_seen: i64,
-    pub sensor: String,
-    pub subject: String,
-    pub issuer: String,
-    pub serial: String,
-    pub not_before: Option<i64>,
-    pub not_after: Option<i64>,
-    pub san_dns: Vec<String>,
-    pub san_ip: Vec<String>,
-    pub eku_present: Option<u8>,
-    pub eku: Vec<String>,
-    pub key_usage: Vec<String>,
-    pub is_ca: Option<u8>,
-    pub self_signed: Option<u8>,
-    pub key_type: String,
-    pub key_bits: Option<u32>,
-    pub signature_algorithm: String,
-    pub subject_cn: String,
-    pub version: Option<u8>,
-    pub parse_error: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clickhouse::Row)]
-pub struct FindingRow {
-    pub sensor: String,
-    pub ts: i64,
-    pub session_id: String,
-    pub role: i8,
-    pub cert_sha256: String,
-    pub scenario: String,
-    pub rule: String,
-    pub verdict: i8,
-    pub effective: Option<i64>,
-    pub detail: String,
-    pub direction: i8,
-    pub client_ip: Ipv6Addr,
-    pub server_ip: Ipv6Addr,
-    pub server_port: u16,
-    pub peer_name: String,
-    pub validation_time: i64,
-}
+use crate::x509::{CertificateRecord, Fingerprint};
 
 /// `Enum8('unknown' = 0, 'inbound' = 1, 'outbound' = 2)`.
 pub fn direction_code(d: &str) -> i8 {
@@ -152,10 +70,14 @@ pub fn rfc3339_to_ms(s: &str) -> Option<i64> {
     if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b' ') {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| -> Option<u32> { s.get(r)?.parse().ok() };
-    let y: i64 = s.get(0..4)?.parse().ok()?;
+    // Digits only, no allocation: this runs for every row on the packet path.
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
+    };
     let secs = unix_seconds(
-        y,
+        i64::from(num(0..4)?),
         num(5..7)?,
         num(8..10)?,
         num(11..13)?,
@@ -164,10 +86,10 @@ pub fn rfc3339_to_ms(s: &str) -> Option<i64> {
     );
     let mut ms = 0i64;
     if b.get(19) == Some(&b'.') {
-        let frac: String = s[20..].chars().take_while(char::is_ascii_digit).collect();
-        let mut digits = frac.chars().chain(std::iter::repeat('0')).take(3);
-        for _ in 0..3 {
-            ms = ms * 10 + i64::from(digits.next()?.to_digit(10)?);
+        let mut scale = 100;
+        for &c in b[20..].iter().take_while(|c| c.is_ascii_digit()).take(3) {
+            ms += i64::from(c - b'0') * scale;
+            scale /= 10;
         }
     }
     Some(secs * 1000 + ms)
@@ -177,100 +99,206 @@ fn flag(b: bool) -> u8 {
     u8::from(b)
 }
 
-impl SessionRow {
-    pub fn from_record(r: &SessionRecord, sensor: &str) -> SessionRow {
-        let t = &r.tls;
-        SessionRow {
-            sensor: sensor.to_string(),
-            session_id: r.session_id.clone(),
-            ts: rfc3339_to_ms(&r.ts).unwrap_or(0),
-            end_ts: rfc3339_to_ms(&r.end_ts).unwrap_or(0),
-            client_ip: ipv6(r.client_ip),
-            client_port: r.client_port,
-            server_ip: ipv6(r.server_ip),
-            server_port: r.server_port,
-            direction: direction_code(r.direction),
-            banner_host: r.smtp.banner_host.clone().unwrap_or_default(),
-            ehlo: r.smtp.ehlo.clone().unwrap_or_default(),
-            starttls_offered: r.smtp.starttls_offered.map(flag),
-            starttls: flag(r.smtp.starttls),
-            implicit_tls: flag(r.smtp.implicit_tls),
-            starttls_reply_code: r.smtp.starttls_reply_code,
-            tls_version: t.version.unwrap_or_default().to_string(),
-            cipher: t.cipher.clone().unwrap_or_default(),
-            sni: t.sni.clone().unwrap_or_default(),
-            cert_requested: t.cert_requested.map(flag),
-            client_cert_presented: t.client_cert_presented.map(flag),
-            server_chain: t.server_chain.iter().map(|f| f.to_hex()).collect(),
-            client_chain: t.client_chain.iter().map(|f| f.to_hex()).collect(),
-            alert: t.alert.clone().unwrap_or_default(),
-            alert_from: t.alert_from.unwrap_or_default().to_string(),
-            client_version: t.client_version.unwrap_or_default().to_string(),
-            hello_retry: flag(t.hello_retry),
-            outcome: outcome_code(r.outcome),
-            midstream: flag(r.midstream),
-            packets: r.packets,
-            bytes: r.bytes,
+/// RowBinary (https://clickhouse.com/docs/interfaces/formats/RowBinary): integers little
+/// endian, strings as LEB128 length + bytes, Nullable as a 0/1 byte before the value, Array
+/// as LEB128 count + elements, IPv6 as 16 bytes in network order. Written straight from the
+/// records into the batch buffer: no per-row allocation on the packet path.
+struct Rb<'a>(&'a mut Vec<u8>);
+
+impl Rb<'_> {
+    fn uvarint(&mut self, mut v: u64) {
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                self.0.push(b);
+                return;
+            }
+            self.0.push(b | 0x80);
         }
+    }
+    fn str(&mut self, s: &str) {
+        self.uvarint(s.len() as u64);
+        self.0.extend_from_slice(s.as_bytes());
+    }
+    fn opt_str(&mut self, s: Option<&str>) {
+        self.str(s.unwrap_or(""));
+    }
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn i8(&mut self, v: i8) {
+        self.0.push(v as u8);
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn i64(&mut self, v: i64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn null_u8(&mut self, v: Option<u8>) {
+        match v {
+            Some(x) => {
+                self.u8(0);
+                self.u8(x);
+            }
+            None => self.u8(1),
+        }
+    }
+    fn null_u16(&mut self, v: Option<u16>) {
+        match v {
+            Some(x) => {
+                self.u8(0);
+                self.u16(x);
+            }
+            None => self.u8(1),
+        }
+    }
+    fn null_u32(&mut self, v: Option<u32>) {
+        match v {
+            Some(x) => {
+                self.u8(0);
+                self.u32(x);
+            }
+            None => self.u8(1),
+        }
+    }
+    fn null_i64(&mut self, v: Option<i64>) {
+        match v {
+            Some(x) => {
+                self.u8(0);
+                self.i64(x);
+            }
+            None => self.u8(1),
+        }
+    }
+    fn ip(&mut self, ip: IpAddr) {
+        self.0.extend_from_slice(&ipv6(ip).octets());
+    }
+    /// A fingerprint as its 64-character lowercase hex String.
+    fn fp(&mut self, f: &Fingerprint) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = [0u8; 64];
+        for (i, b) in f.0.iter().enumerate() {
+            hex[2 * i] = HEX[usize::from(b >> 4)];
+            hex[2 * i + 1] = HEX[usize::from(b & 0x0f)];
+        }
+        self.uvarint(64);
+        self.0.extend_from_slice(&hex);
+    }
+    fn fps(&mut self, v: &[Fingerprint]) {
+        self.uvarint(v.len() as u64);
+        for f in v {
+            self.fp(f);
+        }
+    }
+    fn strs<S: AsRef<str>>(&mut self, v: &[S]) {
+        self.uvarint(v.len() as u64);
+        for s in v {
+            self.str(s.as_ref());
+        }
+    }
+    fn time(&mut self, s: &str) {
+        self.i64(rfc3339_to_ms(s).unwrap_or(0));
     }
 }
 
-impl CertificateRow {
-    /// `seen`: the start of the first session that presented the certificate in this run.
-    pub fn from_record(r: &CertificateRecord, sensor: &str, seen: i64) -> CertificateRow {
-        let s = |o: &Option<String>| o.clone().unwrap_or_default();
-        CertificateRow {
-            sha256: r.sha256.to_hex(),
-            first_seen: seen,
-            last_seen: seen,
-            sensor: sensor.to_string(),
-            subject: s(&r.subject),
-            issuer: s(&r.issuer),
-            serial: s(&r.serial),
-            not_before: r.not_before.as_deref().and_then(rfc3339_to_ms),
-            not_after: r.not_after.as_deref().and_then(rfc3339_to_ms),
-            san_dns: r.san_dns.clone(),
-            san_ip: r.san_ip.iter().map(ToString::to_string).collect(),
-            eku_present: r.eku_present.map(flag),
-            eku: r.eku.iter().map(|e| e.to_string()).collect(),
-            key_usage: r.key_usage.iter().map(|k| k.to_string()).collect(),
-            is_ca: r.is_ca.map(flag),
-            self_signed: r.self_signed.map(flag),
-            key_type: r.key_type.as_deref().unwrap_or_default().to_string(),
-            key_bits: r.key_bits,
-            signature_algorithm: r
-                .signature_algorithm
-                .as_deref()
-                .unwrap_or_default()
-                .to_string(),
-            subject_cn: s(&r.subject_cn),
-            version: r.version.and_then(|v| u8::try_from(v).ok()),
-            parse_error: s(&r.parse_error),
-        }
-    }
+/// One `sessions` row, columns in the order of schema/001_init.sql.
+pub fn encode_session(out: &mut Vec<u8>, r: &SessionRecord, sensor: &str) -> i64 {
+    let mut w = Rb(out);
+    let t = &r.tls;
+    let ts = rfc3339_to_ms(&r.ts).unwrap_or(0);
+    w.str(sensor);
+    w.str(&r.session_id);
+    w.i64(ts);
+    w.time(&r.end_ts);
+    w.ip(r.client_ip);
+    w.u16(r.client_port);
+    w.ip(r.server_ip);
+    w.u16(r.server_port);
+    w.i8(direction_code(r.direction));
+    w.opt_str(r.smtp.banner_host.as_deref());
+    w.opt_str(r.smtp.ehlo.as_deref());
+    w.null_u8(r.smtp.starttls_offered.map(flag));
+    w.u8(flag(r.smtp.starttls));
+    w.u8(flag(r.smtp.implicit_tls));
+    w.null_u16(r.smtp.starttls_reply_code);
+    w.opt_str(t.version);
+    w.opt_str(t.cipher.as_deref());
+    w.opt_str(t.sni.as_deref());
+    w.null_u8(t.cert_requested.map(flag));
+    w.null_u8(t.client_cert_presented.map(flag));
+    w.fps(&t.server_chain);
+    w.fps(&t.client_chain);
+    w.opt_str(t.alert.as_deref());
+    w.opt_str(t.alert_from);
+    w.opt_str(t.client_version);
+    w.u8(flag(t.hello_retry));
+    w.i8(outcome_code(r.outcome));
+    w.u8(flag(r.midstream));
+    w.u64(r.packets);
+    w.u64(r.bytes);
+    ts
 }
 
-impl FindingRow {
-    pub fn from_record(f: &Finding, sensor: &str) -> FindingRow {
-        FindingRow {
-            sensor: sensor.to_string(),
-            ts: rfc3339_to_ms(&f.ts).unwrap_or(0),
-            session_id: f.session_id.clone(),
-            role: role_code(f.role),
-            cert_sha256: f.cert_sha256.map(|c| c.to_hex()).unwrap_or_default(),
-            scenario: f.scenario.clone(),
-            rule: f.rule.to_string(),
-            verdict: verdict_code(f.verdict),
-            effective: f.effective.as_deref().and_then(rfc3339_to_ms),
-            detail: f.detail.clone(),
-            direction: direction_code(f.direction),
-            client_ip: ipv6(f.client_ip),
-            server_ip: ipv6(f.server_ip),
-            server_port: f.server_port,
-            peer_name: f.peer_name.clone().unwrap_or_default(),
-            validation_time: rfc3339_to_ms(&f.validation_time).unwrap_or(0),
-        }
+/// One `certificates` row; `seen`: start of the first session presenting it in this run.
+pub fn encode_certificate(out: &mut Vec<u8>, r: &CertificateRecord, sensor: &str, seen: i64) {
+    let mut w = Rb(out);
+    w.fp(&r.sha256);
+    w.i64(seen);
+    w.i64(seen);
+    w.str(sensor);
+    w.opt_str(r.subject.as_deref());
+    w.opt_str(r.issuer.as_deref());
+    w.opt_str(r.serial.as_deref());
+    w.null_i64(r.not_before.as_deref().and_then(rfc3339_to_ms));
+    w.null_i64(r.not_after.as_deref().and_then(rfc3339_to_ms));
+    w.strs(&r.san_dns);
+    w.uvarint(r.san_ip.len() as u64);
+    for ip in &r.san_ip {
+        w.str(&ip.to_string());
     }
+    w.null_u8(r.eku_present.map(flag));
+    w.strs(&r.eku);
+    w.strs(&r.key_usage);
+    w.null_u8(r.is_ca.map(flag));
+    w.null_u8(r.self_signed.map(flag));
+    w.opt_str(r.key_type.as_deref());
+    w.null_u32(r.key_bits);
+    w.opt_str(r.signature_algorithm.as_deref());
+    w.opt_str(r.subject_cn.as_deref());
+    w.null_u8(r.version.and_then(|v| u8::try_from(v).ok()));
+    w.opt_str(r.parse_error.as_deref());
+}
+
+/// One `findings` row.
+pub fn encode_finding(out: &mut Vec<u8>, f: &Finding, sensor: &str) {
+    let mut w = Rb(out);
+    w.str(sensor);
+    w.time(&f.ts);
+    w.str(&f.session_id);
+    w.i8(role_code(f.role));
+    match &f.cert_sha256 {
+        Some(c) => w.fp(c),
+        None => w.str(""),
+    }
+    w.str(&f.scenario);
+    w.str(f.rule);
+    w.i8(verdict_code(f.verdict));
+    w.null_i64(f.effective.as_deref().and_then(rfc3339_to_ms));
+    w.str(&f.detail);
+    w.i8(direction_code(f.direction));
+    w.ip(f.client_ip);
+    w.ip(f.server_ip);
+    w.u16(f.server_port);
+    w.opt_str(f.peer_name.as_deref());
+    w.time(&f.validation_time);
 }
 
 #[cfg(test)]
@@ -293,6 +321,21 @@ mod tests {
             Some(1_795_435_759_700)
         );
         assert_eq!(rfc3339_to_ms("yesterday"), None);
+    }
+
+    #[test]
+    fn rowbinary_primitives_follow_the_format() {
+        let mut v = Vec::new();
+        let mut w = Rb(&mut v);
+        w.str("ab");
+        w.uvarint(300);
+        w.null_u16(None);
+        w.null_u16(Some(2));
+        w.i8(-1);
+        assert_eq!(v, [2, b'a', b'b', 0xac, 0x02, 1, 0, 2, 0, 0xff]);
+        let mut v = Vec::new();
+        Rb(&mut v).ip("198.18.0.2".parse().unwrap());
+        assert_eq!(v, [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198, 18, 0, 2]);
     }
 
     #[test]

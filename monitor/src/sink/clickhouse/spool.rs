@@ -1,5 +1,7 @@
 //! On-disk spool: batches that could not be inserted (server down or slow, queue full) wait
-//! here as one JSON file each, named by a sequence number, and are replayed oldest first. The
+//! here as one file each, named by a sequence number, and are replayed oldest first. A file is
+//! a JSON header line (batch id, rows and bytes per table) followed by the RowBinary rows of
+//! each table: the very bytes the INSERT sends. The
 //! directory survives a crash or restart: a new process replays what the last one left.
 //!
 //! A file is written to `*.tmp` and renamed, so a crash mid-write leaves no half batch to
@@ -11,7 +13,49 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 use super::{Batch, ClickHouseError};
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    id: String,
+    /// Rows and bytes of certificates, sessions, findings.
+    tables: [(u64, u64); 3],
+}
+
+fn encode(b: &Batch) -> Vec<u8> {
+    let h = Header {
+        id: b.id.clone(),
+        tables: b.tables().map(|(_, t)| (t.rows, t.data.len() as u64)),
+    };
+    let mut out = serde_json::to_vec(&h).unwrap_or_default();
+    out.push(b'\n');
+    for (_, t) in b.tables() {
+        out.extend_from_slice(&t.data);
+    }
+    out
+}
+
+fn decode(data: &[u8]) -> Option<Batch> {
+    let nl = data.iter().position(|&c| c == b'\n')?;
+    let h: Header = serde_json::from_slice(&data[..nl]).ok()?;
+    let mut rest = &data[nl + 1..];
+    let mut b = Batch {
+        id: h.id,
+        ..Batch::default()
+    };
+    for (t, (rows, len)) in b.tables_mut().into_iter().zip(h.tables) {
+        let len = usize::try_from(len).ok()?;
+        if rest.len() < len {
+            return None;
+        }
+        t.rows = rows;
+        t.data = rest[..len].to_vec();
+        rest = &rest[len..];
+    }
+    rest.is_empty().then_some(b)
+}
 
 pub struct Spool {
     dir: PathBuf,
@@ -74,10 +118,7 @@ impl Spool {
 
     /// Appends a batch. `Ok(false)` when the size bound would be exceeded (nothing written).
     pub fn push(&mut self, batch: &Batch) -> Result<bool, ClickHouseError> {
-        let data = serde_json::to_vec(batch).map_err(|e| ClickHouseError::Spool {
-            path: self.dir.clone(),
-            source: e.into(),
-        })?;
+        let data = encode(batch);
         let size = data.len() as u64;
         if self.bytes + size > self.max_bytes {
             return Ok(false);
@@ -104,10 +145,7 @@ impl Spool {
     /// aside as `*.bad` (never replayed, never deleted) and the next one is tried.
     pub fn oldest(&mut self) -> Option<Batch> {
         while let Some((_, path, size, _)) = self.files.front().cloned() {
-            match fs::read(&path)
-                .ok()
-                .and_then(|d| serde_json::from_slice::<Batch>(&d).ok())
-            {
+            match fs::read(&path).ok().and_then(|d| decode(&d)) {
                 Some(b) => return Some(b),
                 None => {
                     eprintln!(
@@ -135,5 +173,44 @@ impl Spool {
     /// run are counted when replayed).
     pub fn rows_known(&self) -> u64 {
         self.files.iter().map(|f| f.3).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_come_back_in_order_and_intact_after_a_restart() {
+        let dir = std::env::temp_dir().join(format!("mxcert-spool-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let batch = |n: u8| {
+            let mut b = Batch {
+                id: format!("b{n}"),
+                ..Batch::default()
+            };
+            b.sessions.rows = u64::from(n);
+            b.sessions.data = vec![n; usize::from(n) * 10];
+            b.findings.rows = 1;
+            b.findings.data = vec![0xff, n];
+            b
+        };
+        let mut s = Spool::open(&dir, 1 << 20).unwrap();
+        for n in 1..=3 {
+            assert!(s.push(&batch(n)).unwrap());
+        }
+        fs::write(dir.join("00000000000000000009.tmp"), b"half").unwrap();
+        drop(s);
+        let mut s = Spool::open(&dir, 1 << 20).unwrap();
+        assert_eq!(s.len(), 3, "stale .tmp ignored");
+        for n in 1..=3 {
+            assert_eq!(s.oldest(), Some(batch(n)));
+            s.pop();
+        }
+        assert!(s.is_empty());
+        assert!(s.push(&batch(4)).unwrap());
+        let mut small = Spool::open(&dir, 10).unwrap();
+        assert!(!small.push(&batch(5)).unwrap(), "over the bound: refused");
+        let _ = fs::remove_dir_all(&dir);
     }
 }
