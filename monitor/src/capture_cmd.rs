@@ -14,7 +14,8 @@ use mxcert::capture::caps::CapSet;
 use mxcert::capture::select::{self, Backend};
 use mxcert::daemon::{self, config, metrics, Control, LoopConfig};
 use mxcert::session::{Config, Pipeline, PortSet};
-use mxcert::sink::JsonlSink;
+use mxcert::sink::clickhouse::ClickHouseArgs;
+use mxcert::sink::Outputs;
 
 use crate::{ClassifyArgs, CommonArgs};
 
@@ -39,6 +40,9 @@ pub struct CaptureArgs {
 
     #[command(flatten)]
     classify: ClassifyArgs,
+
+    #[command(flatten)]
+    clickhouse: ClickHouseArgs,
 }
 
 /// Settings of the live daemon. Every flag here and below is also a key of the --config file
@@ -191,12 +195,10 @@ fn run(args: CaptureArgs) -> Result<(), (u8, anyhow::Error)> {
         ..Config::default()
     };
     let classifier = crate::classifier(&args.classify).map_err(usage)?;
-    // TODO(#6): stream to ClickHouse too (`Outputs`, as `read` does); JSON lines until then.
-    let out = c
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(mxcert::sink::DEFAULT_OUT));
-    let mut sink = JsonlSink::append(&out).map_err(|e| usage(e.into()))?;
+    // JSON lines (appended) and/or ClickHouse, by the same rules as `read`.
+    let mut sink = Outputs::open_with(c.out.as_deref(), &args.clickhouse, true)
+        .map_err(|e| usage(e.into()))?;
+    let outputs = sink.describe();
     let control = Control::default();
     control
         .install_signal_handlers()
@@ -216,7 +218,7 @@ fn run(args: CaptureArgs) -> Result<(), (u8, anyhow::Error)> {
         reason = %opened.reason,
         ifaces = %live.iface.join(","),
         ports = ?c.ports,
-        out = %out.display(),
+        outputs = %outputs,
         capeff = %caps.map(|c| format!("{:016x}", c.0)).unwrap_or_else(|| "unknown".into()),
         "capture started"
     );
@@ -229,7 +231,7 @@ fn run(args: CaptureArgs) -> Result<(), (u8, anyhow::Error)> {
         ..LoopConfig::default()
     };
     let started = std::time::Instant::now();
-    let report = daemon::run(
+    let result = daemon::run(
         source.as_mut(),
         &mut pipeline,
         &mut sink,
@@ -237,11 +239,17 @@ fn run(args: CaptureArgs) -> Result<(), (u8, anyhow::Error)> {
         &mut reload,
         live.metrics_addr.map(|_| &expo),
         &loop_cfg,
-    )
-    .map_err(|e| (1, e.into()))?;
+    );
     let counters = source.counters();
     // Dropping the source closes the capture handles / detaches the eBPF program.
     drop(source);
+    // ClickHouse gets the time --clickhouse-drain-timeout allows to take what is queued (the
+    // rest stays in the spool for the next start), also when the loop failed.
+    let ch_stats = sink.close();
+    if let Some(st) = &ch_stats {
+        tracing::info!(%st, "clickhouse sink closed");
+    }
+    let report = result.map_err(|e| (1, e.into()))?;
     tracing::info!(
         packets = counters.packets,
         bytes = counters.bytes,
@@ -253,13 +261,10 @@ fn run(args: CaptureArgs) -> Result<(), (u8, anyhow::Error)> {
         "capture stopped"
     );
     if !c.quiet {
-        crate::print_summary(
-            &pipeline,
-            &out.display().to_string(),
-            &[],
-            counters.bytes,
-            started.elapsed(),
-        );
+        crate::print_summary(&pipeline, &outputs, &[], counters.bytes, started.elapsed());
+        if let Some(st) = ch_stats {
+            eprintln!("  clickhouse    {st}");
+        }
     }
     Ok(())
 }

@@ -128,6 +128,12 @@ impl Drop for Capture {
     }
 }
 
+/// Serialises the tests of one binary that share a namespace pair (the same test run with each
+/// backend): a poisoned lock (an earlier test failed) still serialises.
+pub fn serial(lock: &'static std::sync::Mutex<()>) -> std::sync::MutexGuard<'static, ()> {
+    lock.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// `mxcert read FILE... --out OUT ARGS`, which must succeed.
 pub fn read<S: AsRef<OsStr>>(files: &[PathBuf], out: &Path, args: &[S]) -> Result<()> {
     let o = Command::new(mxcert_bin()?)
@@ -420,4 +426,29 @@ pub fn equivalence_on(
         largest_frame,
         scrape,
     }
+}
+
+/// Ids of the TCX links in the system (`bpftool -j link show`; Debian's bpftool 7.1 predates
+/// TCX and shows them as `"type": 11`, without the interface, so a test compares the sets before
+/// and after it attaches).
+pub fn tcx_links() -> Result<Vec<u64>> {
+    let out = Command::new("bpftool")
+        .args(["-j", "link", "show"])
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "bpftool link show: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout).context("bpftool JSON")?;
+    Ok(links
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|l| l["type"] == "tcx" || l["type"] == 11)
+                .filter_map(|l| l["id"].as_u64())
+                .collect()
+        })
+        .unwrap_or_default())
 }

@@ -3,8 +3,10 @@
 //! produce the same session, certificate and finding records. Offloads stay on, as on a
 //! gateway, so handshake flights arrive as GSO super-packets.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
+use mxcert_system_tests::ebpf::require_ebpf;
 use mxcert_system_tests::live;
 use mxcert_system_tests::mta::{self, certs_dir, Exim, Postfix, PostfixOpts, WorkDir};
 use mxcert_system_tests::netns::{NetnsPair, Side};
@@ -297,14 +299,39 @@ fn several_interfaces(backend: &str, prefix: &str, subnet: u8, metrics_port: u16
     );
 }
 
+/// The pcap and eBPF runs of one scenario share its namespace pair, one after the other.
+static POSTFIX_PAIR: Mutex<()> = Mutex::new(());
+static EXIM_PAIR: Mutex<()> = Mutex::new(());
+
 #[test]
 fn pcap_capture_of_postfix_and_swaks_matches_reading_a_tcpdump_capture() {
+    let _pair = live::serial(&POSTFIX_PAIR);
     postfix_swaks("pcap", "mxlv0", 30, 19300);
 }
 
 #[test]
+fn ebpf_capture_of_postfix_and_swaks_matches_reading_a_tcpdump_capture() {
+    if !require_ebpf("ebpf_capture_of_postfix_and_swaks_matches_reading_a_tcpdump_capture") {
+        return;
+    }
+    let _pair = live::serial(&POSTFIX_PAIR);
+    postfix_swaks("ebpf", "mxlv0", 30, 19300);
+}
+
+#[test]
 fn pcap_capture_of_exim_and_a_postfix_client_matches_reading_a_tcpdump_capture() {
+    let _pair = live::serial(&EXIM_PAIR);
     exim_postfix("pcap", "mxlv5", 35, 19305);
+}
+
+#[test]
+fn ebpf_capture_of_exim_and_a_postfix_client_matches_reading_a_tcpdump_capture() {
+    if !require_ebpf("ebpf_capture_of_exim_and_a_postfix_client_matches_reading_a_tcpdump_capture")
+    {
+        return;
+    }
+    let _pair = live::serial(&EXIM_PAIR);
+    exim_postfix("ebpf", "mxlv5", 35, 19305);
 }
 
 #[test]

@@ -138,7 +138,22 @@ fn mail_flow(backend: &str, prefix: &str, subnet: u8) {
     );
 }
 
+/// The pcap and eBPF runs share one namespace pair, one after the other.
+static PAIR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn pcap_capture_leaves_mail_intact_and_stops_parsing_after_the_handshake() {
+    let _pair = live::serial(&PAIR);
     mail_flow("pcap", "mxlv1", 31);
+}
+
+#[test]
+fn ebpf_capture_leaves_mail_intact_and_keeps_the_body_in_the_kernel() {
+    if !mxcert_system_tests::ebpf::require_ebpf(
+        "ebpf_capture_leaves_mail_intact_and_keeps_the_body_in_the_kernel",
+    ) {
+        return;
+    }
+    let _pair = live::serial(&PAIR);
+    mail_flow("ebpf", "mxlv1", 31);
 }

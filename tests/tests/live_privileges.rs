@@ -28,7 +28,7 @@ fn as_nobody(caps: &str) -> Vec<String> {
 }
 
 #[test]
-fn unprivileged_daemon_with_cap_net_raw_captures_and_names_missing_capabilities() {
+fn unprivileged_daemon_captures_with_only_its_backends_capabilities_and_names_missing_ones() {
     if !mta::require_mta("live_privileges") {
         return;
     }
@@ -72,7 +72,8 @@ fn unprivileged_daemon_with_cap_net_raw_captures_and_names_missing_capabilities(
         );
     }
 
-    // With CAP_NET_RAW only, configured by file + environment like the systemd unit.
+    // With CAP_NET_RAW only (pcap), then with CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON only (eBPF),
+    // configured by file + environment like the systemd unit.
     let config = work.join("mxcert.toml");
     std::fs::write(
         &config,
@@ -84,43 +85,60 @@ fn unprivileged_daemon_with_cap_net_raw_captures_and_names_missing_capabilities(
     )
     .unwrap();
     set_mode(&config, 0o644).unwrap();
-    let wrapper = as_nobody("+net_raw");
-    let w: Vec<&str> = wrapper.iter().map(String::as_str).collect();
-    let mut cmd = Capture::command(&pair, &w, &bin);
-    cmd.args(["capture", "--config"])
-        .arg(&config)
-        .env("MXCERT_OUT", &out)
-        .env("MXCERT_LOG_FORMAT", "json");
-    let cap = Capture::spawn(cmd, &out, &work.join("mxcert.log")).expect("unprivileged capture");
-    let log = cap.log_text();
-    assert!(
-        log.lines().all(|l| l.starts_with('{')),
-        "MXCERT_LOG_FORMAT=json not applied:\n{log}"
-    );
-    assert!(log.contains("\"capeff\":\"0000000000002000\""), "{log}");
-    mta::swaks_ok(
-        &pair,
-        &[
-            "--port",
-            "25",
-            "--ehlo",
-            "nobody.client.example",
-            "--tls",
-            "--tls-protocol",
-            "tlsv1_2",
-        ],
-    )
-    .expect("swaks");
-    mta::wait_quiet(&pair, Side::Server).expect("quiet");
-    std::thread::sleep(Duration::from_millis(300));
-    let status = cap.stop("TERM").expect("stops");
-    assert!(status.success(), "exit {status}");
-    let recs = std::fs::read_to_string(&out).expect("records written by nobody");
-    assert!(
-        recs.contains("\"ehlo\":\"nobody.client.example\"")
-            && recs.contains("\"outcome\":\"established\""),
-        "{recs}"
-    );
-    // --local-net defaulted to the interface's own address: the session is inbound.
-    assert!(recs.contains("\"direction\":\"inbound\""), "{recs}");
+    let mut runs = vec![("pcap", "+net_raw", "0000000000002000")];
+    if mxcert_system_tests::ebpf::require_ebpf("live_privileges (eBPF part)") {
+        runs.push(("ebpf", "+bpf,+net_admin,+perfmon", "000000c000001000"));
+    }
+    for (backend, caps, capeff) in runs {
+        let _ = std::fs::remove_file(&out);
+        let wrapper = as_nobody(caps);
+        let w: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+        let mut cmd = Capture::command(&pair, &w, &bin);
+        cmd.args(["capture", "--config"])
+            .arg(&config)
+            .env("MXCERT_OUT", &out)
+            .env("MXCERT_BACKEND", backend)
+            .env("MXCERT_LOG_FORMAT", "json");
+        let log = work.join(&format!("mxcert-{backend}.log"));
+        let cap = Capture::spawn(cmd, &out, &log).expect("unprivileged capture");
+        let text = cap.log_text();
+        assert!(
+            text.lines().all(|l| l.starts_with('{')),
+            "MXCERT_LOG_FORMAT=json not applied:\n{text}"
+        );
+        assert!(text.contains(&format!("\"capeff\":\"{capeff}\"")), "{text}");
+        assert!(
+            text.contains(&format!("\"backend\":\"{backend}\"")),
+            "{text}"
+        );
+        let ehlo = format!("nobody-{backend}.client.example");
+        mta::swaks_ok(
+            &pair,
+            &[
+                "--port",
+                "25",
+                "--ehlo",
+                &ehlo,
+                "--tls",
+                "--tls-protocol",
+                "tlsv1_2",
+            ],
+        )
+        .expect("swaks");
+        mta::wait_quiet(&pair, Side::Server).expect("quiet");
+        std::thread::sleep(Duration::from_millis(300));
+        let status = cap.stop("TERM").expect("stops");
+        assert!(status.success(), "{backend}: exit {status}");
+        let recs = std::fs::read_to_string(&out).expect("records written by nobody");
+        assert!(
+            recs.contains(&format!("\"ehlo\":\"{ehlo}\""))
+                && recs.contains("\"outcome\":\"established\""),
+            "{backend}: {recs}"
+        );
+        // --local-net defaulted to the interface's own address: the session is inbound.
+        assert!(
+            recs.contains("\"direction\":\"inbound\""),
+            "{backend}: {recs}"
+        );
+    }
 }

@@ -191,22 +191,39 @@ fn sighup_reloads_the_policy_and_keeps_open_flows() {
     }
 }
 
-#[test]
-fn sigkill_leaves_no_capture_behind_and_mail_still_flows() {
+/// SIGKILL: no destructor runs, yet nothing stays attached (packet sockets and TCX links go
+/// with the process) and mail keeps flowing.
+fn sigkill(backend: &str) {
     if !mta::require_mta("live_signals") {
         return;
     }
-    let work = WorkDir::new("live-kill").expect("work dir");
+    let work = WorkDir::new(&format!("live-kill-{backend}")).expect("work dir");
     let pair = NetnsPair::create("mxlv3", 33).expect("namespaces");
     let pf = server(&pair, &work);
+    let before = if backend == "ebpf" {
+        live::tcx_links().expect("bpftool")
+    } else {
+        Vec::new()
+    };
     let cap = Capture::start(
         &pair,
         &work.join("live.jsonl"),
         &work.join("mxcert.log"),
-        &["--backend", "pcap"],
+        &["--backend", backend],
     )
     .expect("mxcert capture");
     tls12(&pair, "one.client.example", true);
+    let links: Vec<u64> = if backend == "ebpf" {
+        let now = live::tcx_links().expect("bpftool");
+        let ours: Vec<u64> = now.into_iter().filter(|id| !before.contains(id)).collect();
+        assert!(
+            ours.len() >= 2,
+            "ingress and egress links while mxcert runs: {ours:?}"
+        );
+        ours
+    } else {
+        Vec::new()
+    };
     let pid = cap.pid();
     let status = cap.stop("KILL").expect("killed");
     assert!(!status.success(), "SIGKILL must end the process: {status}");
@@ -222,6 +239,14 @@ fn sigkill_leaves_no_capture_behind_and_mail_still_flows() {
         .expect("ss");
     let socks = String::from_utf8_lossy(&socks.stdout);
     assert!(!socks.contains("mxcert"), "packet sockets left: {socks}");
+    if backend == "ebpf" {
+        // TCX links are released with the last file descriptor (the kernel frees them when the
+        // process dies; allow it a moment).
+        mta::wait_for("the links to go", Duration::from_secs(5), || {
+            live::tcx_links().is_ok_and(|now| now.iter().all(|id| !links.contains(id)))
+        })
+        .expect("links gone after SIGKILL");
+    }
     // Mail still flows without it.
     tls12(&pair, "two.client.example", true);
     assert_eq!(
@@ -230,6 +255,26 @@ fn sigkill_leaves_no_capture_behind_and_mail_still_flows() {
             .len(),
         2
     );
+}
+
+/// The pcap and eBPF runs share one namespace pair, one after the other.
+static KILL_PAIR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn sigkill_leaves_no_capture_behind_and_mail_still_flows() {
+    let _pair = live::serial(&KILL_PAIR);
+    sigkill("pcap");
+}
+
+#[test]
+fn sigkill_of_the_ebpf_daemon_leaves_no_link_and_mail_still_flows() {
+    if !mxcert_system_tests::ebpf::require_ebpf(
+        "sigkill_of_the_ebpf_daemon_leaves_no_link_and_mail_still_flows",
+    ) {
+        return;
+    }
+    let _pair = live::serial(&KILL_PAIR);
+    sigkill("ebpf");
 }
 
 #[test]

@@ -77,13 +77,9 @@ pub fn open(
     }
 }
 
-/// The seam to the eBPF backend (`super::ebpf::EbpfSource`, built on its own branch): the one
-/// place that changes when it lands.
-fn open_ebpf(_ifaces: &[String], _ports: &[u16]) -> Result<Box<dyn LiveSource>, LiveError> {
-    Err(LiveError::Unavailable {
-        backend: "ebpf",
-        reason: "this build has no eBPF backend yet (TODO(#5): the TC program lands with the eBPF half of the live-capture issue); use --backend pcap".into(),
-    })
+/// The eBPF backend ([`super::ebpf`]): TC programs with the in-kernel cutoff.
+fn open_ebpf(ifaces: &[String], ports: &[u16]) -> Result<Box<dyn LiveSource>, LiveError> {
+    Ok(Box::new(super::ebpf::EbpfSource::open(ifaces, ports)?))
 }
 
 /// The interfaces' own addresses as host networks (/32, /128): the default `--local-net` of a

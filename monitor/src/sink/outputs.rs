@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use super::clickhouse::{ClickHouseArgs, ClickHouseError, ClickHouseSink, SinkStats};
-use super::{JsonlSink, Sink, SinkError};
+use super::{JsonlSink, Sink, SinkCounter, SinkError};
 use crate::classify::Finding;
 use crate::session::SessionRecord;
 use crate::x509::CertificateRecord;
@@ -33,6 +33,16 @@ pub struct Outputs {
 impl Outputs {
     /// Opens what the flags ask for (see the module documentation for the rules).
     pub fn open(out: Option<&Path>, ch: &ClickHouseArgs) -> Result<Outputs, OutputsError> {
+        Outputs::open_with(out, ch, false)
+    }
+
+    /// Like [`Outputs::open`]; with `append`, JSON lines are appended to an existing file (a
+    /// restarted capture daemon must not erase what it wrote before).
+    pub fn open_with(
+        out: Option<&Path>,
+        ch: &ClickHouseArgs,
+        append: bool,
+    ) -> Result<Outputs, OutputsError> {
         let clickhouse = ch.start_sink()?;
         let out = match (out, &clickhouse) {
             (Some(p), _) => Some(p.to_path_buf()),
@@ -40,6 +50,7 @@ impl Outputs {
             (None, Some(_)) => None,
         };
         let jsonl = match out {
+            Some(p) if append => Some((JsonlSink::append(&p)?, p)),
             Some(p) => Some((JsonlSink::create(&p)?, p)),
             None => None,
         };
@@ -104,5 +115,65 @@ impl Sink for Outputs {
             c.flush()?;
         }
         Ok(())
+    }
+    fn counters(&self) -> Vec<SinkCounter> {
+        let Some(c) = &self.clickhouse else {
+            return Vec::new();
+        };
+        let st = c.stats();
+        let counter = |name, help, value| SinkCounter {
+            name,
+            help,
+            gauge: false,
+            value,
+        };
+        let gauge = |name, help, value| SinkCounter {
+            name,
+            help,
+            gauge: true,
+            value,
+        };
+        vec![
+            counter(
+                "clickhouse_rows_sent_total",
+                "Rows inserted into ClickHouse.",
+                st.rows_sent,
+            ),
+            counter(
+                "clickhouse_batches_sent_total",
+                "INSERT batches ClickHouse accepted.",
+                st.batches_sent,
+            ),
+            counter(
+                "clickhouse_rows_spooled_total",
+                "Rows written to the spool while ClickHouse was unreachable.",
+                st.rows_spooled,
+            ),
+            counter(
+                "clickhouse_rows_replayed_total",
+                "Spooled rows sent later.",
+                st.rows_replayed,
+            ),
+            counter(
+                "clickhouse_rows_dropped_total",
+                "Rows lost (spool full or unwritable).",
+                st.rows_dropped,
+            ),
+            counter(
+                "clickhouse_failed_inserts_total",
+                "INSERTs that failed (then spooled and retried).",
+                st.failed_inserts,
+            ),
+            gauge(
+                "clickhouse_spool_files",
+                "Spool files waiting to be replayed.",
+                st.spool_files_left,
+            ),
+            gauge(
+                "clickhouse_spool_bytes",
+                "Bytes waiting in the spool.",
+                st.spool_bytes_left,
+            ),
+        ]
     }
 }
