@@ -10,7 +10,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +19,7 @@ use mxcert::capture::tlslib::{PeerChain, TlsProbes};
 use mxcert_system_tests::ebpf::{require_ebpf, sha256};
 use mxcert_system_tests::netns::{NetnsPair, Side};
 use mxcert_system_tests::repo_root;
+use mxcert_system_tests::uprobe::{programs_loaded, s_server, Killed};
 
 const PORT: u16 = 4433;
 
@@ -48,15 +49,6 @@ fn pem_ders(path: &Path) -> Vec<Vec<u8>> {
         .collect()
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn hashes(ders: &[Vec<u8>]) -> Vec<[u8; 32]> {
     ders.iter().map(|d| sha256(d)).collect()
 }
@@ -67,13 +59,6 @@ fn intermediates(chain_pem: &Path, out: &Path) {
     let begin = "-----BEGIN CERTIFICATE-----";
     let second = text[1..].find(begin).expect("a chain with an intermediate") + 1;
     std::fs::write(out, &text[second..]).unwrap();
-}
-
-fn programs_loaded(ids: &[u32]) -> usize {
-    aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .filter(|p| ids.contains(&p.id()))
-        .count()
 }
 
 #[test]
@@ -127,32 +112,29 @@ fn openssl_tls13_chains_are_read_through_the_library() {
     assert!(line.contains("listening"), "tcpdump: {line}");
 
     let accept = format!("{}:{PORT}", pair.server_ip);
-    let mut server = Killed(
-        pair.command(Side::Server, "openssl")
-            .args(["s_server", "-accept", &accept, "-tls1_3", "-naccept", "1"])
-            .args([
-                "-cert",
-                &p(&format!("{srv}.crt")),
-                "-key",
-                &p(&format!("{srv}.key")),
-            ])
-            .args(["-cert_chain", &s(&srv_int), "-CAfile", &p("root-ca.crt")])
-            .args(["-Verify", "3"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("openssl s_server"),
-    );
-    let mut out = BufReader::new(server.0.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("ACCEPT") {
-        line.clear();
-        assert!(
-            out.read_line(&mut line).unwrap() > 0,
-            "s_server ended early"
-        );
-    }
+    let (srv_crt, srv_key) = (p(&format!("{srv}.crt")), p(&format!("{srv}.key")));
+    let (srv_int, ca) = (s(&srv_int), p("root-ca.crt"));
+    let (server, _out) = s_server(
+        &pair,
+        &[
+            "-accept",
+            &accept,
+            "-tls1_3",
+            "-naccept",
+            "1",
+            "-cert",
+            &srv_crt,
+            "-key",
+            &srv_key,
+            "-cert_chain",
+            &srv_int,
+            "-CAfile",
+            &ca,
+            "-Verify",
+            "3",
+        ],
+    )
+    .expect("s_server");
     // The server maps libssl/libcrypto now: attach to those files (covering s_client too).
     assert!(
         probes.refresh().expect("refresh") >= 2,
