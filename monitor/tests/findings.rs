@@ -269,3 +269,36 @@ fn every_rule_is_covered_by_an_expected_failure_or_warning() {
         "rules without an expected fail/warn on any fixture: {missing:?}"
     );
 }
+
+/// A finding's detail is read by people: webpki's `*Context` errors, whose Debug form lists
+/// every supported algorithm as byte arrays, are named, not dumped.
+#[test]
+fn webpki_errors_in_details_stay_readable() {
+    let pcap = repo_root().join("pcaps/weak_key_sha1.pcap");
+    let run = mxcert_read(
+        &[&pcap],
+        &[
+            "--at",
+            "2026-12-01T00:00:00Z",
+            "--trust-anchors",
+            &repo_root()
+                .join("pcaps/certs/root-ca.crt")
+                .to_string_lossy(),
+        ],
+    );
+    assert_eq!(run.code, 0, "exit code, stderr: {}", run.stderr);
+    let untrusted: Vec<&str> = run
+        .findings
+        .iter()
+        .filter(|f| f["rule"] == "chain.untrusted" && f["verdict"] == "fail")
+        .map(|f| f["detail"].as_str().unwrap_or_default())
+        .collect();
+    assert!(!untrusted.is_empty(), "no chain.untrusted failure");
+    for d in untrusted {
+        assert!(
+            d.contains("webpki: UnsupportedSignatureAlgorithm") && d.contains("(…)"),
+            "webpki error not named: {d}"
+        );
+        assert!(d.len() < 400, "detail of {} bytes: {d}", d.len());
+    }
+}

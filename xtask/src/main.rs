@@ -137,26 +137,67 @@ fn demo(root: &Path) -> Result<()> {
     if captures.is_empty() {
         bail!("no captures in pcaps/: run `cargo xtask pcaps` to make them");
     }
-    let out = root.join("mxcert-out/records.jsonl");
-    run(Command::new(root.join("target/release/mxcert"))
-        .arg("read")
-        .args(&captures)
-        .args(["--local-net", "198.18.0.1/32", "--out"])
-        .arg(&out))?;
-    println!("records: {}", out.display());
-    // The impact report: the HTML file for the change meeting, and the text one here.
+    // The fixtures are a gateway's two sides: 198.18.0.1 receiving from senders, and
+    // 198.18.0.2 sending to destinations. The captures that exercise a destination's server
+    // certificate or its CertificateRequest tell the outbound story (our gateway is the
+    // client); the rest the inbound one. Each side is read with its own --local-net, so the
+    // report shows every section. The fixtures' certificates come from a private test PKI
+    // (pcaps/certs/), trusted here as an operator trusts a private CA with --trust-anchors;
+    // without it every chain would only say "untrusted".
+    let (outbound, inbound): (Vec<PathBuf>, Vec<PathBuf>) =
+        captures.into_iter().partition(|p| demo_outbound(p));
     let mxcert = root.join("target/release/mxcert");
+    let mut records = Vec::new();
+    for (side, files, net) in [
+        ("inbound", &inbound, "198.18.0.1/32"),
+        ("outbound", &outbound, "198.18.0.2/32"),
+    ] {
+        if files.is_empty() {
+            continue;
+        }
+        let out = root.join(format!("mxcert-out/records-{side}.jsonl"));
+        println!("\n{side}: {} captures, --local-net {net}", files.len());
+        run(Command::new(&mxcert)
+            .arg("read")
+            .args(files)
+            .args(["--local-net", net, "--trust-anchors"])
+            .arg(root.join("pcaps/certs/root-ca.crt"))
+            .arg("--out")
+            .arg(&out))?;
+        println!("records: {}", out.display());
+        records.push(out);
+    }
+    // The impact report: the HTML file for the change meeting, and the text one here.
     let html = root.join("mxcert-out/report.html");
     run(Command::new(&mxcert)
         .args(["report", "--format", "html", "--from"])
-        .arg(&out)
+        .args(&records)
         .arg("--out")
         .arg(&html))?;
     run(Command::new(&mxcert)
         .args(["report", "--format", "text", "--from"])
-        .arg(&out))?;
+        .args(&records))?;
     println!("report: {} (open it in a browser)", html.display());
     Ok(())
+}
+
+/// Fixture captures the demo reads from the sending gateway's side (see `demo`).
+fn demo_outbound(capture: &Path) -> bool {
+    let name = capture
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    name.starts_with("server_")
+        || [
+            "anon_cipher_tls12",
+            "certreq_client_noeku",
+            "no_starttls",
+            "postfix_to_postfix_clientcert",
+            "starttls_refused",
+            "tls10_legacy",
+            "weak_key_sha1",
+        ]
+        .contains(&name.as_str())
 }
 
 fn bench(root: &Path, args: &[String]) -> Result<()> {

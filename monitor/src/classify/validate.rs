@@ -297,9 +297,24 @@ pub fn validate_chain(store: &TrustStore, chain: &[&[u8]], usage: Usage, at: i64
     let public_root = trust == TrustFact::Trusted && path_at(store.public_anchors()).is_ok();
     ChainVerdict {
         valid: full.is_ok(),
-        webpki_error: full.err().map(|e| format!("{e:?}")),
+        webpki_error: full.err().as_ref().map(webpki_error_text),
         trust,
         public_root,
+    }
+}
+
+/// webpki's error as a finding detail can carry it: the Debug form, except that the `*Context`
+/// variants embed every supported algorithm identifier as byte lists (kilobytes an operator
+/// cannot act on), so a long form is cut back to the variant name.
+fn webpki_error_text(e: &webpki::Error) -> String {
+    const MAX: usize = 120;
+    let full = format!("{e:?}");
+    if full.len() <= MAX {
+        return full;
+    }
+    match full.find(['(', '{']) {
+        Some(i) => format!("{}(…)", full[..i].trim_end()),
+        None => full.chars().take(MAX).collect(),
     }
 }
 
