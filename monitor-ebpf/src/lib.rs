@@ -228,6 +228,131 @@ pub mod counter {
     pub const COUNT: u32 = 10;
 }
 
+/// The TLS-library uprobes (issue #8): peer certificates read where the MTA's TLS library
+/// parses them, for TLS 1.3 sessions whose Certificate messages are encrypted on the wire.
+/// Facts behind the design: ../shared/notes/tls13-uprobes.md.
+///
+/// The programs live in the same object as the TC classifier (one nested build). Each writes
+/// [`TlsEvent`] records into their own ring buffer; a certificate record carries up to
+/// [`MAX_CERT`] DER bytes after the header.
+pub mod tls {
+    /// `d2i_X509` (libcrypto) entry: copies the DER of a certificate being parsed.
+    pub const PROG_D2I_X509: &str = "mxcert_d2i_x509";
+    /// Entry of every libssl call that can run a handshake (`SSL_connect`, `SSL_accept`,
+    /// `SSL_do_handshake`, `SSL_read`, `SSL_write`, ...; all take the `SSL*` first): remembers
+    /// the thread's current `SSL*`.
+    pub const PROG_SSL_ENTER: &str = "mxcert_ssl_enter";
+    /// `SSL_set_bio(ssl, rbio, wbio)` entry: ties an `SSL*` to a BIO.
+    pub const PROG_SSL_SET_BIO: &str = "mxcert_ssl_set_bio";
+    /// `BIO_int_ctrl(bio, BIO_C_SET_FD, close, fd)` entry (what `BIO_set_fd` expands to, used by
+    /// both `SSL_set_fd` and `BIO_new_socket`): ties a BIO to a socket fd.
+    pub const PROG_BIO_INT_CTRL: &str = "mxcert_bio_int_ctrl";
+
+    /// libssl entry points [`PROG_SSL_ENTER`] attaches to. `openssl s_client` runs its
+    /// handshake inside `SSL_read`/`SSL_write`, Postfix inside `SSL_connect`/`SSL_accept`.
+    pub const SSL_ENTRY_POINTS: [&str; 9] = [
+        "SSL_connect",
+        "SSL_accept",
+        "SSL_do_handshake",
+        "SSL_read",
+        "SSL_read_ex",
+        "SSL_write",
+        "SSL_write_ex",
+        "SSL_peek",
+        "SSL_peek_ex",
+    ];
+
+    /// `BIO_C_SET_FD` (include/openssl/bio.h.in).
+    pub const BIO_C_SET_FD: i32 = 104;
+
+    pub const MAP_EVENTS: &str = "MXCERT_TLS_EVENTS";
+    pub const MAP_COMMS: &str = "MXCERT_TLS_COMMS";
+    pub const MAP_CURRENT: &str = "MXCERT_TLS_CURRENT";
+    pub const MAP_COUNTERS: &str = "MXCERT_TLS_COUNTERS";
+
+    /// Ring buffer size: 1 MiB holds ~60 full-size certificates, more than a few hundred
+    /// handshakes' worth of typical 1-2 KiB certificates in flight.
+    pub const RING_BYTES: u32 = 1 << 20;
+    /// Most allow-listed process names ([`MAP_COMMS`]).
+    pub const MAX_COMMS: u32 = 64;
+    /// Most threads with a current `SSL*` at once ([`MAP_CURRENT`], LRU).
+    pub const MAX_THREADS: u32 = 16_384;
+    /// DER bytes copied per certificate; longer ones are cut and flagged
+    /// (`data_len < der_len`). Real certificates are 1-3 KiB; post-quantum ones stay below.
+    pub const MAX_CERT: u32 = 16 * 1024;
+    /// Length of a kernel task name (`TASK_COMM_LEN`, include/linux/sched.h), NUL included.
+    pub const COMM_LEN: usize = 16;
+
+    /// [`TlsEvent::kind`] values.
+    pub const EV_CERT: u32 = 1;
+    pub const EV_SET_BIO: u32 = 2;
+    pub const EV_BIO_FD: u32 = 3;
+
+    /// Header of one TLS ring record; `data_len` DER bytes follow an [`EV_CERT`] header.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct TlsEvent {
+        /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
+        pub ktime_ns: u64,
+        /// The `SSL*`: the thread's current one for [`EV_CERT`], the argument
+        /// for [`EV_SET_BIO`].
+        pub ssl: u64,
+        /// The BIO for [`EV_SET_BIO`] (the read BIO) and [`EV_BIO_FD`].
+        pub bio: u64,
+        /// [`EV_CERT`]: the return address of `d2i_X509` (the word at the stack pointer on
+        /// entry). User space keeps the record only when it lies in libssl's text: the peer's
+        /// chain is parsed by libssl, own-chain and CA-bundle loads return into libcrypto's PEM
+        /// code or the application.
+        pub caller: u64,
+        pub tgid: u32,
+        pub tid: u32,
+        pub kind: u32,
+        /// [`EV_BIO_FD`]: the socket fd.
+        pub fd: i32,
+        /// [`EV_CERT`]: the DER length the library was given.
+        pub der_len: u32,
+        /// [`EV_CERT`]: DER bytes following this header (`< der_len`: truncated).
+        pub data_len: u32,
+    }
+
+    /// Size of [`TlsEvent`] in a record.
+    pub const EVENT_LEN: usize = core::mem::size_of::<TlsEvent>();
+
+    /// Indexes of [`MAP_COUNTERS`] (per-CPU `u64`).
+    pub mod counter {
+        /// `d2i_X509` calls by allow-listed processes, delivered.
+        pub const CERTS: u32 = 0;
+        /// DER bytes delivered.
+        pub const CERT_BYTES: u32 = 1;
+        /// Certificates longer than `MAX_CERT`, delivered cut.
+        pub const TRUNCATED: u32 = 2;
+        /// Records lost to a full ring.
+        pub const RING_FULL: u32 = 3;
+        /// `bpf_probe_read_user` failures (DER or argument not readable).
+        pub const READ_ERRORS: u32 = 4;
+        /// `d2i_X509` calls by processes not on the allow-list (not copied).
+        pub const FILTERED: u32 = 5;
+        /// `d2i_X509` calls of allow-listed processes outside any libssl call (the thread has
+        /// no current `SSL*`: CA-bundle and own-chain loads, `openssl x509`): not copied.
+        pub const OUTSIDE_SSL: u32 = 6;
+        pub const COUNT: u32 = 7;
+    }
+
+    /// The allow-list key of a process name: the name cut to 15 bytes and NUL-padded, as
+    /// `bpf_get_current_comm` returns it.
+    pub fn comm_key(name: &str) -> [u8; COMM_LEN] {
+        let mut k = [0u8; COMM_LEN];
+        let b = name.as_bytes();
+        let n = if b.len() < COMM_LEN {
+            b.len()
+        } else {
+            COMM_LEN - 1
+        };
+        k[..n].copy_from_slice(&b[..n]);
+        k
+    }
+}
+
 // SAFETY: plain `#[repr(C)]` data with no padding holes the kernel could leave uninitialised
 // (every field is written), valid for any bit pattern.
 #[cfg(feature = "user")]
@@ -239,6 +364,10 @@ unsafe impl aya::Pod for FlowKey {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FlowState {}
 
+// SAFETY: plain `#[repr(C)]` data, every field written by the program, no padding.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for tls::TlsEvent {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +378,10 @@ mod tests {
         assert_eq!(core::mem::align_of::<ChunkHeader>(), 8);
         assert_eq!(core::mem::size_of::<FlowKey>(), 36);
         assert_eq!(core::mem::size_of::<FlowState>(), 8);
+        assert_eq!(tls::EVENT_LEN, 56);
+        assert!(tls::EVENT_LEN + tls::MAX_CERT as usize <= 32 * 1024);
+        assert_eq!(&tls::comm_key("smtpd")[..6], b"smtpd\0");
+        assert_eq!(tls::comm_key("a-very-long-process-name")[15], 0);
     }
 
     #[test]

@@ -327,3 +327,225 @@ mod program {
         unsafe { core::hint::unreachable_unchecked() }
     }
 }
+
+/// The TLS-library uprobes (issue #8, ../shared/notes/tls13-uprobes.md). They only read: no
+/// helper that writes to user memory is called, so the MTA runs unchanged.
+#[cfg(target_arch = "bpf")]
+mod tls_probes {
+    use aya_ebpf::{
+        helpers::generated::{bpf_ktime_get_ns, bpf_probe_read_user, bpf_ringbuf_output},
+        helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
+        macros::{map, uprobe},
+        maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+        programs::ProbeContext,
+    };
+    use mxcert_ebpf::tls::{
+        counter, TlsEvent, BIO_C_SET_FD, COMM_LEN, EVENT_LEN, EV_BIO_FD, EV_CERT, EV_SET_BIO,
+        MAX_CERT, MAX_COMMS, MAX_THREADS, RING_BYTES,
+    };
+
+    #[map]
+    static MXCERT_TLS_EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+
+    /// Allow-listed process names (`comm`, NUL-padded) → 1. Checked in the kernel before
+    /// anything is copied, so certificate loads of unrelated programs never leave it.
+    #[map]
+    static MXCERT_TLS_COMMS: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(MAX_COMMS, 0);
+
+    /// Thread id → the `SSL*` of the libssl call it is in (set on entry, overwritten by the
+    /// next call; a stale entry is harmless because libssl only parses peer certificates
+    /// inside such a call).
+    #[map]
+    static MXCERT_TLS_CURRENT: LruHashMap<u32, u64> = LruHashMap::with_max_entries(MAX_THREADS, 0);
+
+    #[map]
+    static MXCERT_TLS_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+    /// Staging area of one certificate record. Per CPU: a uprobe program runs with migration
+    /// disabled and is not preempted by another BPF program of this type on the CPU
+    /// (kernel/trace/bpf_trace.c, `bpf_prog_active` guard).
+    #[repr(C)]
+    struct CertScratch {
+        hdr: TlsEvent,
+        data: [u8; MAX_CERT as usize],
+    }
+
+    #[map]
+    static MXCERT_TLS_SCRATCH: PerCpuArray<CertScratch> = PerCpuArray::with_max_entries(1, 0);
+
+    #[inline(always)]
+    fn count(idx: u32, n: u64) {
+        if let Some(p) = MXCERT_TLS_COUNTERS.get_ptr_mut(idx) {
+            // SAFETY: this CPU's value, exclusively ours for the run.
+            unsafe { *p += n };
+        }
+    }
+
+    /// (tgid, tid) of the caller, if its name is on the allow-list.
+    #[inline(always)]
+    fn allowed() -> Option<(u32, u32)> {
+        let comm = bpf_get_current_comm().ok()?;
+        // SAFETY: plain lookup.
+        unsafe { MXCERT_TLS_COMMS.get(&comm) }?;
+        let id = bpf_get_current_pid_tgid();
+        Some(((id >> 32) as u32, id as u32))
+    }
+
+    #[inline(always)]
+    fn event(kind: u32, tgid: u32, tid: u32) -> TlsEvent {
+        TlsEvent {
+            // SAFETY: helper without preconditions.
+            ktime_ns: unsafe { bpf_ktime_get_ns() },
+            ssl: 0,
+            bio: 0,
+            caller: 0,
+            tgid,
+            tid,
+            kind,
+            fd: -1,
+            der_len: 0,
+            data_len: 0,
+        }
+    }
+
+    #[inline(always)]
+    fn output(ev: &TlsEvent) {
+        // SAFETY: `ev` is EVENT_LEN readable bytes.
+        let ret = unsafe {
+            bpf_ringbuf_output(
+                (&raw const MXCERT_TLS_EVENTS).cast_mut().cast(),
+                (ev as *const TlsEvent).cast_mut().cast(),
+                EVENT_LEN as u64,
+                0,
+            )
+        };
+        if ret != 0 {
+            count(counter::RING_FULL, 1);
+        }
+    }
+
+    #[uprobe]
+    pub fn mxcert_ssl_enter(ctx: ProbeContext) -> u32 {
+        if let (Some((_, tid)), Some(ssl)) = (allowed(), ctx.arg::<u64>(0)) {
+            let _ = MXCERT_TLS_CURRENT.insert(&tid, &ssl, 0);
+        }
+        0
+    }
+
+    #[uprobe]
+    pub fn mxcert_ssl_set_bio(ctx: ProbeContext) -> u32 {
+        if let Some((tgid, tid)) = allowed() {
+            let mut ev = event(EV_SET_BIO, tgid, tid);
+            ev.ssl = ctx.arg::<u64>(0).unwrap_or(0);
+            ev.bio = ctx.arg::<u64>(1).unwrap_or(0);
+            output(&ev);
+        }
+        0
+    }
+
+    #[uprobe]
+    pub fn mxcert_bio_int_ctrl(ctx: ProbeContext) -> u32 {
+        if ctx.arg::<i32>(1) != Some(BIO_C_SET_FD) {
+            return 0;
+        }
+        if let Some((tgid, tid)) = allowed() {
+            let mut ev = event(EV_BIO_FD, tgid, tid);
+            ev.bio = ctx.arg::<u64>(0).unwrap_or(0);
+            ev.fd = ctx.arg::<i32>(3).unwrap_or(-1);
+            output(&ev);
+        }
+        0
+    }
+
+    /// `d2i_X509(X509 **a, const unsigned char **in, long len)`: at entry `*in` points at the
+    /// DER and `len` is its length.
+    #[uprobe]
+    pub fn mxcert_d2i_x509(ctx: ProbeContext) -> u32 {
+        let _ = try_d2i_x509(&ctx);
+        0
+    }
+
+    fn try_d2i_x509(ctx: &ProbeContext) -> Result<(), i32> {
+        let Some((tgid, tid)) = allowed() else {
+            count(counter::FILTERED, 1);
+            return Ok(());
+        };
+        // A peer's chain is parsed inside a libssl call; a thread that never entered one (a
+        // CA-bundle load, `openssl x509`) is dropped here, before anything is copied, so such
+        // loads cannot fill the ring. User space then checks the return address.
+        // SAFETY: plain lookup.
+        let Some(ssl) = (unsafe { MXCERT_TLS_CURRENT.get(&tid) }).copied() else {
+            count(counter::OUTSIDE_SSL, 1);
+            return Ok(());
+        };
+        let inp: u64 = ctx.arg(1).ok_or(0)?;
+        let len: i64 = ctx.arg(2).ok_or(0)?;
+        if len <= 0 || inp == 0 {
+            return Ok(());
+        }
+        // SAFETY: the probed thread's own registers; reads of user memory go through the
+        // checked helper.
+        let sp = unsafe { (*ctx.regs).rsp };
+        let caller = read_u64(sp)?;
+        let der = read_u64(inp)?;
+        let scratch = MXCERT_TLS_SCRATCH.get_ptr_mut(0).ok_or(0)?;
+        // SAFETY: this CPU's slot, exclusively ours for the run.
+        let scratch = unsafe { &mut *scratch };
+        let der_len = if len > u32::MAX as i64 {
+            u32::MAX
+        } else {
+            len as u32
+        };
+        let mut copy = der_len;
+        if copy > MAX_CERT {
+            copy = MAX_CERT;
+            count(counter::TRUNCATED, 1);
+        }
+        // The verifier must see 1 <= copy <= MAX_CERT (see the TC program's `emit`).
+        let copy = core::hint::black_box(copy);
+        if copy == 0 || copy > MAX_CERT {
+            return Ok(());
+        }
+        // SAFETY: `data` is MAX_CERT bytes and copy <= MAX_CERT.
+        let ret =
+            unsafe { bpf_probe_read_user(scratch.data.as_mut_ptr().cast(), copy, der as *const _) };
+        if ret != 0 {
+            count(counter::READ_ERRORS, 1);
+            return Err(0);
+        }
+        let mut hdr = event(EV_CERT, tgid, tid);
+        hdr.ssl = ssl;
+        hdr.caller = caller;
+        hdr.der_len = der_len;
+        hdr.data_len = copy;
+        scratch.hdr = hdr;
+        // SAFETY: the record is the first EVENT_LEN + copy bytes of the scratch value.
+        let ret = unsafe {
+            bpf_ringbuf_output(
+                (&raw const MXCERT_TLS_EVENTS).cast_mut().cast(),
+                (scratch as *mut CertScratch).cast(),
+                EVENT_LEN as u64 + u64::from(copy),
+                0,
+            )
+        };
+        if ret != 0 {
+            count(counter::RING_FULL, 1);
+            return Err(0);
+        }
+        count(counter::CERTS, 1);
+        count(counter::CERT_BYTES, u64::from(copy));
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn read_u64(addr: u64) -> Result<u64, i32> {
+        let mut v: u64 = 0;
+        // SAFETY: 8 bytes into a local.
+        let ret = unsafe { bpf_probe_read_user((&raw mut v).cast(), 8, addr as *const _) };
+        if ret != 0 {
+            count(counter::READ_ERRORS, 1);
+            return Err(ret as i32);
+        }
+        Ok(v)
+    }
+}

@@ -39,7 +39,7 @@ pub const NO_OBJECT: &str = "built without the eBPF object: install nightly rust
      bpf-linker with `cargo xtask setup`, then rebuild (or use --backend pcap)";
 
 /// The program object, when `build.rs` could build it.
-fn object() -> Option<&'static [u8]> {
+pub(crate) fn object() -> Option<&'static [u8]> {
     #[cfg(mxcert_ebpf)]
     {
         Some(aya::include_bytes_aligned!(concat!(
@@ -448,7 +448,7 @@ fn failed(reason: String) -> LiveError {
 /// A load/attach error: lack of privilege makes the backend unavailable (so `auto` falls back
 /// to libpcap), anything else is a failure. The message carries the whole error chain
 /// (including the verifier log).
-fn load_error(what: &str, e: &(dyn std::error::Error + 'static)) -> LiveError {
+pub(crate) fn load_error(what: &str, e: &(dyn std::error::Error + 'static)) -> LiveError {
     let mut chain = e.to_string();
     let mut permission = false;
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
@@ -484,7 +484,7 @@ fn take_map<K: aya::Pod, V: aya::Pod>(
     BpfHashMap::try_from(map).map_err(|e| failed(format!("{name}: {e}")))
 }
 
-fn clock_ns(clock: libc::clockid_t) -> i64 {
+pub(crate) fn clock_ns(clock: libc::clockid_t) -> i64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -72,6 +72,16 @@ pub enum LiveError {
     },
 }
 
+impl LiveError {
+    pub fn unavailable(backend: &'static str, reason: String) -> LiveError {
+        LiveError::Unavailable { backend, reason }
+    }
+
+    pub fn failed(backend: &'static str, reason: String) -> LiveError {
+        LiveError::Failed { backend, reason }
+    }
+}
+
 /// A live packet source. Implementations own their buffers; a [`Packet`] borrows from them only
 /// for the duration of the callback, so the per-packet path allocates nothing.
 pub trait LiveSource {

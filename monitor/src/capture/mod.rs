@@ -10,6 +10,7 @@ pub mod live;
 pub mod pcap;
 pub mod select;
 pub mod synth;
+pub mod tlslib;
 
 pub use decode::{decode, DecodeOutcome, TcpFlags, TcpSegment};
 pub use file::{CaptureError, FileReader};

@@ -15,6 +15,7 @@ mod clickhouse;
 mod ebpf;
 mod live;
 mod report;
+mod tls13;
 
 /// Everything the whole test suite needs.
 pub fn all() -> Result<()> {
@@ -25,6 +26,7 @@ pub fn all() -> Result<()> {
     ebpf::install()?;
     report::install()?;
     live::install()?;
+    tls13::install()?;
     Ok(())
 }
 

@@ -1,0 +1,755 @@
+//! Peer certificates from the MTA's TLS library (issue #8): TLS 1.3 encrypts the Certificate
+//! messages, so where the wire shows nothing, uprobes on OpenSSL 3 read each certificate of the
+//! peer's chain as libssl hands it to `d2i_X509` (facts: ../shared/notes/tls13-uprobes.md).
+//!
+//! The kernel side (`monitor-ebpf/src/main.rs`, module `tls_probes`) filters by process name
+//! before copying anything, and sends one ring record per certificate (bounded copy, truncation
+//! visible as `data_len < der_len`) plus the records that tie an `SSL*` to its socket
+//! (`BIO_set_fd` then `SSL_set_bio`, which both `SSL_set_fd` and `BIO_new_socket` users go
+//! through). This side keeps the records whose `d2i_X509` returns into libssl's text (the
+//! peer's chain; own-chain and CA-bundle loads return into libcrypto's PEM code or the
+//! application), assembles chains per (process, `SSL*`), maps the socket fd to its TCP 4-tuple
+//! through `/proc/PID/fd` and the process's own `/proc/PID/net/tcp{,6}` (so an MTA in another
+//! network namespace works), and hands out [`PeerChain`]s keyed by that 4-tuple.
+//!
+//! Probes attach per library *file* found in the allow-listed processes' `/proc/PID/maps`
+//! (through `/proc/PID/root`, so a process in another mount namespace works too): one attach
+//! covers every process mapping that file. They are perf-event links owned by this process and
+//! vanish when it exits, even by SIGKILL.
+//!
+//! Not done yet (TODO(#8)): the GnuTLS path (`gnutls_certificate_get_peers`,
+//! `gnutls_transport_set_int2`), statically linked copies (symbols in the executable), exec/exit
+//! tracking (callers call [`TlsProbes::refresh`] periodically), resumption marking, and the join
+//! into the session record.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::uprobe::UProbeScope;
+use aya::programs::UProbe;
+use aya::Ebpf;
+use mxcert_ebpf::tls::{
+    comm_key, counter, TlsEvent, COMM_LEN, EVENT_LEN, EV_BIO_FD, EV_CERT, EV_SET_BIO, MAP_COMMS,
+    MAP_COUNTERS, MAP_EVENTS, MAX_CERT, MAX_COMMS, PROG_BIO_INT_CTRL, PROG_D2I_X509,
+    PROG_SSL_ENTER, PROG_SSL_SET_BIO, SSL_ENTRY_POINTS,
+};
+
+use super::ebpf::{clock_ns, load_error, object, NO_OBJECT};
+use super::{FlowTuple, LiveError};
+
+const BACKEND: &str = "tls-library";
+
+/// Process names probed by default: Postfix's TLS-speaking daemons and Exim.
+pub const DEFAULT_COMMS: [&str; 5] = ["smtpd", "smtp", "exim", "exim4", "tlsmgr"];
+
+/// A chain is complete when no certificate arrived for it for this long: libssl parses the
+/// whole chain in one loop (`tls_process_server_certificate` /
+/// `tls_process_client_certificate`), microseconds apart.
+pub const QUIET: Duration = Duration::from_millis(100);
+
+/// Most certificates kept per chain; more are counted in [`TlsCounters::chain_overflow`].
+pub const MAX_CHAIN: usize = 16;
+/// Most (process, `SSL*`) connections and (process, BIO) fds tracked at once; beyond, new
+/// ones are counted in [`TlsCounters::table_full`] and dropped.
+pub const MAX_TRACKED: usize = 65_536;
+/// Most ring records handled per poll.
+pub const MAX_RECORDS_PER_POLL: usize = 65_536;
+
+/// The chain a process received from its peer on one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerChain {
+    pub tgid: u32,
+    pub comm: String,
+    /// The `SSL*` (identity of the connection inside the process).
+    pub ssl: u64,
+    /// The connection's endpoints as the receiving process sees them (`None` when its socket
+    /// was gone before it could be looked up, or the `SSL*` was never tied to an fd).
+    pub local: Option<SocketAddr>,
+    pub remote: Option<SocketAddr>,
+    /// DER certificates, leaf first (the order libssl parsed them, the wire order).
+    pub ders: Vec<Vec<u8>>,
+    /// Some certificate was longer than `MAX_CERT` and is cut.
+    pub truncated: bool,
+}
+
+impl PeerChain {
+    /// The flow key shared with the wire-side pipeline.
+    pub fn flow(&self) -> Option<FlowTuple> {
+        Some(FlowTuple::new(self.local?, self.remote?))
+    }
+}
+
+/// Kernel and user-side counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TlsCounters {
+    /// Kernel: certificates of allow-listed processes delivered, and their bytes.
+    pub certs: u64,
+    pub cert_bytes: u64,
+    /// Kernel: certificates cut at `MAX_CERT`.
+    pub truncated: u64,
+    /// Kernel: records lost to a full ring.
+    pub ring_full: u64,
+    /// Kernel: user memory not readable.
+    pub read_errors: u64,
+    /// Kernel: `d2i_X509` calls of other processes (not copied).
+    pub filtered: u64,
+    /// Kernel: `d2i_X509` calls of allow-listed processes outside any libssl call (not
+    /// copied).
+    pub outside_ssl: u64,
+    /// User: certificates not parsed by libssl (own chain, CA bundles): dropped.
+    pub not_peer: u64,
+    /// User: peer certificates parsed outside any known `SSL*` call: dropped.
+    pub no_ssl: u64,
+    /// User: chains handed out.
+    pub chains: u64,
+    /// User: chains whose socket could not be mapped to a 4-tuple.
+    pub unmapped: u64,
+    pub chain_overflow: u64,
+    pub table_full: u64,
+    pub bad_records: u64,
+}
+
+#[derive(Default)]
+struct Conn {
+    comm: String,
+    local: Option<SocketAddr>,
+    remote: Option<SocketAddr>,
+    ders: Vec<Vec<u8>>,
+    truncated: bool,
+    last_cert_ns: u64,
+}
+
+/// What we know of an allow-listed process.
+struct Proc {
+    comm: String,
+    /// Executable mappings of libssl: a `d2i_X509` returning in here parses a peer's chain.
+    ssl_text: Vec<(u64, u64)>,
+}
+
+/// The loaded TLS-library probes. Dropping it detaches them.
+pub struct TlsProbes {
+    ring: RingBuf<MapData>,
+    // The allow-list map stays alive with the programs that read it.
+    _comms: BpfHashMap<MapData, [u8; COMM_LEN], u8>,
+    kcounters: PerCpuArray<MapData, u64>,
+    allow: Vec<String>,
+    /// Library files attached, by (device, inode).
+    attached: HashSet<(u64, u64)>,
+    procs: HashMap<u32, Proc>,
+    bios: HashMap<(u32, u64), i32>,
+    conns: HashMap<(u32, u64), Conn>,
+    reported: HashSet<String>,
+    reports: Vec<String>,
+    /// Chains closed by a new `SSL_set_bio` on the same `SSL*`, handed out at the next flush.
+    pending: Vec<PeerChain>,
+    program_ids: Vec<u32>,
+    counters: TlsCounters,
+    _ebpf: Ebpf,
+}
+
+impl TlsProbes {
+    /// Loads the programs and the allow-list `comms` (process names; the kernel compares the
+    /// first 15 bytes). Nothing is attached until [`TlsProbes::refresh`] finds a process.
+    pub fn open(comms: &[String]) -> Result<TlsProbes, LiveError> {
+        let object = object().ok_or_else(|| unavailable(NO_OBJECT.into()))?;
+        if comms.is_empty() || comms.len() > MAX_COMMS as usize {
+            return Err(failed(format!(
+                "give between 1 and {MAX_COMMS} process names (got {})",
+                comms.len()
+            )));
+        }
+        let mut ebpf = Ebpf::load(object).map_err(|e| load_error("loading the BPF maps", &e))?;
+        let mut program_ids = Vec::new();
+        for name in [
+            PROG_D2I_X509,
+            PROG_SSL_ENTER,
+            PROG_SSL_SET_BIO,
+            PROG_BIO_INT_CTRL,
+        ] {
+            let prog = uprobe(&mut ebpf, name)?;
+            prog.load()
+                .map_err(|e| load_error(&format!("loading {name}"), &e))?;
+            if let Ok(info) = prog.info() {
+                program_ids.push(info.id());
+            }
+        }
+        let mut comm_map: BpfHashMap<MapData, [u8; COMM_LEN], u8> = BpfHashMap::try_from(
+            ebpf.take_map(MAP_COMMS)
+                .ok_or_else(|| failed(format!("the object has no map {MAP_COMMS}")))?,
+        )
+        .map_err(|e| failed(format!("{MAP_COMMS}: {e}")))?;
+        for c in comms {
+            comm_map
+                .insert(comm_key(c), 1, 0)
+                .map_err(|e| failed(format!("cannot add {c:?} to {MAP_COMMS}: {e}")))?;
+        }
+        let ring = RingBuf::try_from(
+            ebpf.take_map(MAP_EVENTS)
+                .ok_or_else(|| failed(format!("the object has no map {MAP_EVENTS}")))?,
+        )
+        .map_err(|e| failed(format!("{MAP_EVENTS}: {e}")))?;
+        let kcounters = PerCpuArray::try_from(
+            ebpf.take_map(MAP_COUNTERS)
+                .ok_or_else(|| failed(format!("the object has no map {MAP_COUNTERS}")))?,
+        )
+        .map_err(|e| failed(format!("{MAP_COUNTERS}: {e}")))?;
+        Ok(TlsProbes {
+            ring,
+            _comms: comm_map,
+            kcounters,
+            allow: comms.iter().map(|c| comm_of(&comm_key(c))).collect(),
+            attached: HashSet::new(),
+            procs: HashMap::new(),
+            bios: HashMap::new(),
+            conns: HashMap::new(),
+            reported: HashSet::new(),
+            reports: Vec::new(),
+            pending: Vec::new(),
+            program_ids,
+            counters: TlsCounters::default(),
+            _ebpf: ebpf,
+        })
+    }
+
+    /// Kernel IDs of the loaded programs.
+    pub fn program_ids(&self) -> &[u32] {
+        &self.program_ids
+    }
+
+    /// Number of library files attached.
+    pub fn attached_files(&self) -> usize {
+        self.attached.len()
+    }
+
+    /// Messages for the operator, each said once (a process whose library cannot be probed,
+    /// by name). Taking them empties the queue.
+    pub fn take_reports(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.reports)
+    }
+
+    /// Scans /proc for allow-listed processes, attaches to the libssl/libcrypto files they map
+    /// (each file once) and forgets processes that are gone. Returns how many files were newly
+    /// attached.
+    pub fn refresh(&mut self) -> Result<usize, LiveError> {
+        let entries =
+            std::fs::read_dir("/proc").map_err(|e| failed(format!("cannot list /proc: {e}")))?;
+        let mut alive = HashSet::new();
+        let mut newly = 0;
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
+                continue;
+            };
+            let comm = comm.trim_end_matches('\n');
+            if !self.allow.iter().any(|a| a == comm) {
+                continue;
+            }
+            alive.insert(pid);
+            if self.procs.contains_key(&pid) {
+                continue;
+            }
+            newly += self.adopt(pid, comm);
+        }
+        self.procs.retain(|pid, _| alive.contains(pid));
+        Ok(newly)
+    }
+
+    /// Reads a process's maps, attaches its libraries, remembers its libssl text. Returns
+    /// the number of files newly attached.
+    fn adopt(&mut self, pid: u32, comm: &str) -> usize {
+        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+            return 0;
+        };
+        let libs = parse_maps(&maps);
+        if !libs.iter().any(|l| l.kind == LibKind::Ssl) {
+            self.report_once(
+                comm,
+                format!(
+                    "process {comm} (pid {pid}) maps no shared libssl: its TLS certificates \
+                     (statically linked or another library) are not read through the library"
+                ),
+            );
+        }
+        let mut newly = 0;
+        let mut ssl_text = Vec::new();
+        let mut files = BTreeMap::new();
+        for l in &libs {
+            if l.kind == LibKind::Ssl && l.exec {
+                ssl_text.push((l.start, l.end));
+            }
+            files.insert(l.path.clone(), l.kind);
+        }
+        for (path, kind) in files {
+            let full = format!("/proc/{pid}/root{path}");
+            let Ok(meta) = std::fs::metadata(&full) else {
+                continue;
+            };
+            if self.attached.contains(&(meta.dev(), meta.ino())) {
+                continue;
+            }
+            match self.attach_file(&full, kind) {
+                Ok(()) => {
+                    self.attached.insert((meta.dev(), meta.ino()));
+                    newly += 1;
+                }
+                Err(e) => self.report_once(
+                    comm,
+                    format!("cannot probe {path} of process {comm} (pid {pid}): {e}"),
+                ),
+            }
+        }
+        self.procs.insert(
+            pid,
+            Proc {
+                comm: comm.to_string(),
+                ssl_text,
+            },
+        );
+        newly
+    }
+
+    fn attach_file(&mut self, path: &str, kind: LibKind) -> Result<(), LiveError> {
+        let points: Vec<(&str, &str)> = match kind {
+            LibKind::Ssl => SSL_ENTRY_POINTS
+                .iter()
+                .map(|s| (PROG_SSL_ENTER, *s))
+                .chain([(PROG_SSL_SET_BIO, "SSL_set_bio")])
+                .collect(),
+            LibKind::Crypto => vec![
+                (PROG_D2I_X509, "d2i_X509"),
+                (PROG_BIO_INT_CTRL, "BIO_int_ctrl"),
+            ],
+        };
+        for (prog, symbol) in points {
+            uprobe(&mut self._ebpf, prog)?
+                .attach(symbol, path, UProbeScope::AllProcesses)
+                .map_err(|e| load_error(&format!("attaching {prog} to {symbol} in {path}"), &e))?;
+        }
+        Ok(())
+    }
+
+    fn report_once(&mut self, comm: &str, msg: String) {
+        if self.reported.insert(comm.to_string()) {
+            self.reports.push(msg);
+        }
+    }
+
+    /// All counters.
+    pub fn stats(&self) -> TlsCounters {
+        let get = |idx: u32| -> u64 {
+            self.kcounters
+                .get(&idx, 0)
+                .map(|v| v.iter().copied().sum())
+                .unwrap_or(0)
+        };
+        TlsCounters {
+            certs: get(counter::CERTS),
+            cert_bytes: get(counter::CERT_BYTES),
+            truncated: get(counter::TRUNCATED),
+            ring_full: get(counter::RING_FULL),
+            read_errors: get(counter::READ_ERRORS),
+            filtered: get(counter::FILTERED),
+            outside_ssl: get(counter::OUTSIDE_SSL),
+            ..self.counters
+        }
+    }
+
+    /// Waits up to `timeout` for records, then hands every complete chain to `f`; returns how
+    /// many chains were handed out.
+    pub fn poll(
+        &mut self,
+        timeout: Duration,
+        f: &mut dyn FnMut(PeerChain),
+    ) -> Result<usize, LiveError> {
+        if self.drain() == 0 {
+            let mut pfd = libc::pollfd {
+                fd: self.ring.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+            // SAFETY: one valid pollfd for the duration of the call.
+            if unsafe { libc::poll(&mut pfd, 1, ms) } < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(failed(format!("poll on the ring buffer: {e}")));
+                }
+            }
+            self.drain();
+        }
+        Ok(self.flush(monotonic_ns(), f))
+    }
+
+    fn drain(&mut self) -> usize {
+        let mut n = 0;
+        for _ in 0..MAX_RECORDS_PER_POLL {
+            let Some(item) = self.ring.next() else { break };
+            let rec: Vec<u8> = item.to_vec();
+            drop(item);
+            self.handle(&rec);
+            n += 1;
+        }
+        n
+    }
+
+    fn handle(&mut self, rec: &[u8]) {
+        let Some((ev, data)) = parse_event(rec) else {
+            self.counters.bad_records += 1;
+            return;
+        };
+        match ev.kind {
+            EV_BIO_FD => {
+                if self.bios.len() >= MAX_TRACKED && !self.bios.contains_key(&(ev.tgid, ev.bio)) {
+                    self.counters.table_full += 1;
+                    return;
+                }
+                self.bios.insert((ev.tgid, ev.bio), ev.fd);
+            }
+            EV_SET_BIO => {
+                let key = (ev.tgid, ev.ssl);
+                if let Some(old) = self.conns.remove(&key) {
+                    let chain = self.finish(key, old);
+                    self.pending.push(chain);
+                }
+                if self.conns.len() >= MAX_TRACKED {
+                    self.counters.table_full += 1;
+                    return;
+                }
+                let mut conn = Conn {
+                    comm: self.comm(ev.tgid),
+                    ..Conn::default()
+                };
+                if let Some(&fd) = self.bios.get(&(ev.tgid, ev.bio)) {
+                    if let Some((l, r)) = socket_endpoints(ev.tgid, fd) {
+                        conn.local = Some(l);
+                        conn.remote = Some(r);
+                    }
+                }
+                self.conns.insert(key, conn);
+            }
+            EV_CERT => {
+                if !self.in_libssl_text(ev.tgid, ev.caller) {
+                    self.counters.not_peer += 1;
+                    return;
+                }
+                if ev.ssl == 0 {
+                    self.counters.no_ssl += 1;
+                    return;
+                }
+                let key = (ev.tgid, ev.ssl);
+                if !self.conns.contains_key(&key) {
+                    if self.conns.len() >= MAX_TRACKED {
+                        self.counters.table_full += 1;
+                        return;
+                    }
+                    let comm = self.comm(ev.tgid);
+                    self.conns.insert(
+                        key,
+                        Conn {
+                            comm,
+                            ..Conn::default()
+                        },
+                    );
+                }
+                let conn = self.conns.get_mut(&key).expect("inserted above");
+                if conn.ders.len() >= MAX_CHAIN {
+                    self.counters.chain_overflow += 1;
+                    return;
+                }
+                conn.truncated |= ev.data_len < ev.der_len;
+                conn.ders.push(data.to_vec());
+                conn.last_cert_ns = ev.ktime_ns;
+            }
+            _ => self.counters.bad_records += 1,
+        }
+    }
+
+    /// Whether `addr` lies in libssl's text in process `tgid` (maps read on first sight, for
+    /// processes started since the last refresh; a process already gone keeps nothing).
+    fn in_libssl_text(&mut self, tgid: u32, addr: u64) -> bool {
+        let proc = self.procs.entry(tgid).or_insert_with(|| {
+            let ssl_text = std::fs::read_to_string(format!("/proc/{tgid}/maps"))
+                .map(|maps| {
+                    parse_maps(&maps)
+                        .into_iter()
+                        .filter(|l| l.kind == LibKind::Ssl && l.exec)
+                        .map(|l| (l.start, l.end))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let comm = std::fs::read_to_string(format!("/proc/{tgid}/comm")).unwrap_or_default();
+            Proc {
+                comm: comm.trim_end_matches('\n').to_string(),
+                ssl_text,
+            }
+        });
+        proc.ssl_text
+            .iter()
+            .any(|&(lo, hi)| (lo..hi).contains(&addr))
+    }
+
+    fn comm(&self, tgid: u32) -> String {
+        self.procs
+            .get(&tgid)
+            .map(|p| p.comm.clone())
+            .or_else(|| std::fs::read_to_string(format!("/proc/{tgid}/comm")).ok())
+            .map(|c| c.trim_end_matches('\n').to_string())
+            .unwrap_or_default()
+    }
+
+    fn finish(&mut self, (tgid, ssl): (u32, u64), c: Conn) -> PeerChain {
+        if c.local.is_none() {
+            self.counters.unmapped += 1;
+        }
+        PeerChain {
+            tgid,
+            comm: c.comm,
+            ssl,
+            local: c.local,
+            remote: c.remote,
+            ders: c.ders,
+            truncated: c.truncated,
+        }
+    }
+
+    /// Hands out the chains complete at `now` (monotonic ns).
+    fn flush(&mut self, now: u64, f: &mut dyn FnMut(PeerChain)) -> usize {
+        let quiet = QUIET.as_nanos() as u64;
+        let done: Vec<(u32, u64)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.ders.is_empty() && now.saturating_sub(c.last_cert_ns) >= quiet)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut out = std::mem::take(&mut self.pending);
+        for k in done {
+            let c = self.conns.remove(&k).expect("listed above");
+            out.push(self.finish(k, c));
+        }
+        out.retain(|c| !c.ders.is_empty());
+        let n = out.len();
+        self.counters.chains += n as u64;
+        for c in out {
+            f(c);
+        }
+        n
+    }
+}
+
+fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe, LiveError> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| failed(format!("the object has no program {name}")))?
+        .try_into()
+        .map_err(|e| failed(format!("{name} is not a uprobe: {e}")))
+}
+
+fn comm_of(key: &[u8; COMM_LEN]) -> String {
+    let end = key.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+    String::from_utf8_lossy(&key[..end]).into_owned()
+}
+
+fn parse_event(rec: &[u8]) -> Option<(TlsEvent, &[u8])> {
+    if rec.len() < EVENT_LEN {
+        return None;
+    }
+    // SAFETY: TlsEvent is plain old data (aya::Pod) and rec holds EVENT_LEN bytes; the read is
+    // unaligned-safe.
+    let ev: TlsEvent = unsafe { std::ptr::read_unaligned(rec.as_ptr().cast()) };
+    let len = ev.data_len as usize;
+    let ok = ev.data_len <= MAX_CERT && len <= rec.len() - EVENT_LEN;
+    ok.then(|| (ev, &rec[EVENT_LEN..EVENT_LEN + len]))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum LibKind {
+    Ssl,
+    Crypto,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct LibMap {
+    start: u64,
+    end: u64,
+    exec: bool,
+    kind: LibKind,
+    path: String,
+}
+
+/// The libssl/libcrypto mappings of a `/proc/PID/maps` text (proc(5)): any file named
+/// `libssl.so*` / `libcrypto.so*`, shared or a private copy.
+fn parse_maps(maps: &str) -> Vec<LibMap> {
+    let mut out = Vec::new();
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(perms), Some(_off), Some(_dev), Some(_ino), Some(path)) =
+            (f.next(), f.next(), f.next(), f.next(), f.next(), f.next())
+        else {
+            continue;
+        };
+        let name = path.rsplit('/').next().unwrap_or(path);
+        let kind = if name.starts_with("libssl.so") {
+            LibKind::Ssl
+        } else if name.starts_with("libcrypto.so") {
+            LibKind::Crypto
+        } else {
+            continue;
+        };
+        let Some((s, e)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (u64::from_str_radix(s, 16), u64::from_str_radix(e, 16)) else {
+            continue;
+        };
+        out.push(LibMap {
+            start,
+            end,
+            exec: perms.as_bytes().get(2) == Some(&b'x'),
+            kind,
+            path: path.to_string(),
+        });
+    }
+    out
+}
+
+/// The (local, remote) endpoints of TCP socket `fd` of process `tgid`, looked up in the
+/// process's own network namespace.
+fn socket_endpoints(tgid: u32, fd: i32) -> Option<(SocketAddr, SocketAddr)> {
+    let link = std::fs::read_link(format!("/proc/{tgid}/fd/{fd}")).ok()?;
+    let inode = link
+        .to_str()?
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .to_string();
+    ["tcp", "tcp6"].iter().find_map(|t| {
+        let table = std::fs::read_to_string(format!("/proc/{tgid}/net/{t}")).ok()?;
+        find_inode(&table, &inode)
+    })
+}
+
+/// The endpoints of the socket with `inode` in a `/proc/net/tcp{,6}` table.
+fn find_inode(table: &str, inode: &str) -> Option<(SocketAddr, SocketAddr)> {
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.get(9) != Some(&inode) {
+            return None;
+        }
+        Some((hex_endpoint(f.get(1)?)?, hex_endpoint(f.get(2)?)?))
+    })
+}
+
+/// `0100007F:0019` or the IPv6 form: the address as the kernel's 32-bit words printed in host
+/// byte order (net/ipv4/tcp_ipv4.c `get_tcp4_sock`, net/ipv6/tcp_ipv6.c `get_tcp6_sock`), the
+/// port in host order.
+fn hex_endpoint(s: &str) -> Option<SocketAddr> {
+    let (a, p) = s.split_once(':')?;
+    let port = u16::from_str_radix(p, 16).ok()?;
+    let words: Option<Vec<[u8; 4]>> = (0..a.len() / 8)
+        .map(|i| {
+            u32::from_str_radix(a.get(i * 8..i * 8 + 8)?, 16)
+                .ok()
+                .map(u32::to_ne_bytes)
+        })
+        .collect();
+    let bytes: Vec<u8> = words?.concat();
+    let ip = match bytes.len() {
+        4 => IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])),
+        16 => {
+            let b: [u8; 16] = bytes.try_into().ok()?;
+            let v6 = Ipv6Addr::from(b);
+            v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+fn monotonic_ns() -> u64 {
+    u64::try_from(clock_ns(libc::CLOCK_MONOTONIC)).unwrap_or(0)
+}
+
+fn unavailable(reason: String) -> LiveError {
+    LiveError::unavailable(BACKEND, reason)
+}
+
+fn failed(reason: String) -> LiveError {
+    LiveError::failed(BACKEND, reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_lines_give_libssl_text_and_both_files() {
+        let maps = "\
+7f10a0000000-7f10a0020000 r--p 00000000 08:01 1234 /usr/lib/x86_64-linux-gnu/libssl.so.3
+7f10a0020000-7f10a0080000 r-xp 00020000 08:01 1234 /usr/lib/x86_64-linux-gnu/libssl.so.3
+7f10b0000000-7f10b0300000 r-xp 00000000 08:01 99 /opt/app/lib/libcrypto.so.3
+7f10c0000000-7f10c0001000 rw-p 00000000 00:00 0
+7f10d0000000-7f10d0100000 r-xp 00000000 08:01 7 /usr/lib/x86_64-linux-gnu/libc.so.6
+";
+        let libs = parse_maps(maps);
+        assert_eq!(libs.len(), 3);
+        assert!(!libs[0].exec && libs[1].exec);
+        assert_eq!(libs[1].kind, LibKind::Ssl);
+        assert_eq!(
+            (libs[1].start, libs[1].end),
+            (0x7f10a0020000, 0x7f10a0080000)
+        );
+        assert_eq!(libs[2].kind, LibKind::Crypto);
+        assert_eq!(libs[2].path, "/opt/app/lib/libcrypto.so.3");
+    }
+
+    #[test]
+    fn proc_net_tcp_endpoints_are_decoded() {
+        let v4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 012812C6:0019 022812C6:9C40 01 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 20 4 30 10 -1
+";
+        let (l, r) = find_inode(v4, "4242").unwrap();
+        assert_eq!(l, "198.18.40.1:25".parse().unwrap());
+        assert_eq!(r, "198.18.40.2:40000".parse().unwrap());
+        assert_eq!(find_inode(v4, "4243"), None);
+        // IPv6 ::1 port 587.
+        let a = hex_endpoint("00000000000000000000000001000000:024B").unwrap();
+        assert_eq!(a, "[::1]:587".parse().unwrap());
+        // IPv4-mapped in a tcp6 table is reported as IPv4, like the wire side.
+        let m = hex_endpoint("0000000000000000FFFF0000012812C6:0019").unwrap();
+        assert_eq!(m, "198.18.40.1:25".parse().unwrap());
+    }
+
+    #[test]
+    fn records_are_checked_before_use() {
+        let ev = TlsEvent {
+            kind: EV_CERT,
+            der_len: 10,
+            data_len: 4,
+            ..Default::default()
+        };
+        let mut rec = vec![0u8; EVENT_LEN + 4];
+        // SAFETY: rec holds EVENT_LEN bytes.
+        unsafe { std::ptr::write_unaligned(rec.as_mut_ptr().cast(), ev) };
+        assert_eq!(parse_event(&rec).unwrap().1.len(), 4);
+        assert!(parse_event(&rec[..EVENT_LEN + 3]).is_none());
+        assert!(parse_event(&rec[..8]).is_none());
+    }
+
+    #[test]
+    fn allow_list_names_are_cut_like_the_kernel_does() {
+        assert_eq!(comm_of(&comm_key("smtpd")), "smtpd");
+        assert_eq!(
+            comm_of(&comm_key("a-very-long-process-name")),
+            "a-very-long-pro"
+        );
+    }
+}
