@@ -163,7 +163,7 @@ fn q3(d: &Data) -> Vec<Value> {
 
 fn rfc8460(rule: &str) -> &'static str {
     match rule {
-        "validity.expired" | "validity.not_yet_valid" => "certificate-expired",
+        "validity.expired" => "certificate-expired",
         "name.mismatch" | "name.wildcard_depth" => "certificate-host-mismatch",
         "chain.untrusted" | "chain.self_signed" | "chain.incomplete" => "certificate-not-trusted",
         _ => "validation-failure",
@@ -177,6 +177,7 @@ fn q4(d: &Data) -> Vec<Value> {
         if s(f, &["scenario"]) != "strict_validation"
             || s(f, &["verdict"]) != "fail"
             || s(f, &["direction"]) != "outbound"
+            || s(f, &["role"]) != "server"
         {
             continue;
         }
