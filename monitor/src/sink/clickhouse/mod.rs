@@ -331,35 +331,41 @@ pub struct ServerInfo {
 /// Asks the server for its version and the applied schema version. Errors are classified
 /// (auth, schema, unreachable).
 pub fn preflight(cfg: &Config) -> Result<ServerInfo, ClickHouseError> {
-    let rt = runtime()?;
-    let client = cfg.client();
-    rt.block_on(async {
-        let err = |e: clickhouse::error::Error| classify_error(&cfg.url, &cfg.database, &e);
-        let version: String = client
-            .query("SELECT version()")
-            .fetch_one()
-            .await
-            .map_err(err)?;
-        let schema_version: u32 = client
-            .query("SELECT toUInt32(max(version)) FROM schema_migrations")
-            .fetch_one()
-            .await
-            .map_err(err)?;
-        if schema_version < schema::latest_version() {
-            return Err(ClickHouseError::Schema {
-                url: cfg.url.clone(),
-                database: cfg.database.clone(),
-                message: format!(
-                    "schema version {schema_version}, this mxcert writes version {}",
-                    schema::latest_version()
-                ),
-            });
-        }
-        Ok(ServerInfo {
-            variant: Variant::for_server(&version),
-            version,
-            schema_version,
-        })
+    runtime()?.block_on(server_info(cfg, &cfg.client()))
+}
+
+/// The version and schema check behind [`preflight`], also run by the writer when the server
+/// answers again after an outage (it may have been replaced or upgraded meanwhile); a failure
+/// keeps batches in the spool.
+async fn server_info(
+    cfg: &Config,
+    client: &clickhouse::Client,
+) -> Result<ServerInfo, ClickHouseError> {
+    let err = |e: clickhouse::error::Error| classify_error(&cfg.url, &cfg.database, &e);
+    let version: String = client
+        .query("SELECT version()")
+        .fetch_one()
+        .await
+        .map_err(err)?;
+    let schema_version: u32 = client
+        .query("SELECT toUInt32(max(version)) FROM schema_migrations")
+        .fetch_one()
+        .await
+        .map_err(err)?;
+    if schema_version < schema::latest_version() {
+        return Err(ClickHouseError::Schema {
+            url: cfg.url.clone(),
+            database: cfg.database.clone(),
+            message: format!(
+                "schema version {schema_version}, this mxcert writes version {}",
+                schema::latest_version()
+            ),
+        });
+    }
+    Ok(ServerInfo {
+        variant: Variant::for_server(&version),
+        version,
+        schema_version,
     })
 }
 
@@ -741,7 +747,7 @@ impl Writer {
 
     async fn insert(&mut self, b: &Batch) -> Result<(), ClickHouseError> {
         if self.server.is_none() {
-            self.server = Some(preflight_async(&self.cfg, &self.client).await?);
+            self.server = Some(server_info(&self.cfg, &self.client).await?);
         }
         let tokens = self
             .server
@@ -757,23 +763,6 @@ impl Writer {
         }
         Ok(())
     }
-}
-
-async fn preflight_async(
-    cfg: &Config,
-    client: &clickhouse::Client,
-) -> Result<ServerInfo, ClickHouseError> {
-    let err = |e: clickhouse::error::Error| classify_error(&cfg.url, &cfg.database, &e);
-    let version: String = client
-        .query("SELECT version()")
-        .fetch_one()
-        .await
-        .map_err(err)?;
-    Ok(ServerInfo {
-        variant: Variant::for_server(&version),
-        version,
-        schema_version: schema::latest_version(),
-    })
 }
 
 /// One INSERT of pre-encoded RowBinary rows (all columns, in table order).
