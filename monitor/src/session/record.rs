@@ -84,6 +84,14 @@ pub struct TlsPart {
     /// Certificate types asked for by the CertificateRequest.
     pub cert_request_types: Vec<u8>,
     pub hello_retry: bool,
+    /// Where the chains came from: `wire` (cleartext handshake), `uprobe` (read in the MTA's
+    /// TLS library, TLS 1.3), `resumed` (carried over from the full handshake this session
+    /// resumed); `None` when no chain was seen at all.
+    pub chain_source: Option<&'static str>,
+    /// The handshake resumed an earlier session (no certificates are sent in it).
+    pub resumed: bool,
+    /// `session_id` of the full handshake whose chains a resumed session carries.
+    pub resumed_from: Option<String>,
 }
 
 /// One SMTP session. Field names are the record contract.
@@ -195,6 +203,10 @@ impl SessionRecord {
                     .unwrap_or_default(),
                 cert_request_types: t.cert_request_types.clone(),
                 hello_retry: t.hello_retry,
+                chain_source: (!t.server_chain.is_empty() || !t.client_chain.is_empty())
+                    .then_some("wire"),
+                resumed: false,
+                resumed_from: None,
             },
             outcome: p.outcome,
             midstream: p.midstream,
