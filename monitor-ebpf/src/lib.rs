@@ -248,6 +248,30 @@ pub mod tls {
     /// both `SSL_set_fd` and `BIO_new_socket`): ties a BIO to a socket fd.
     pub const PROG_BIO_INT_CTRL: &str = "mxcert_bio_int_ctrl";
 
+    /// `gnutls_certificate_get_peers(session, unsigned *list_size)` entry (GnuTLS): remembers
+    /// the call's arguments per thread for [`PROG_GNUTLS_PEERS_RET`].
+    pub const PROG_GNUTLS_PEERS: &str = "mxcert_gnutls_peers";
+    /// Its return: copies each certificate of the returned array of `gnutls_datum_t` (the raw
+    /// peer chain in wire order), or sends [`EV_GNUTLS_CERT`] with `count` 0 for NULL (the peer
+    /// sent no certificate).
+    pub const PROG_GNUTLS_PEERS_RET: &str = "mxcert_gnutls_peers_ret";
+    /// `gnutls_transport_set_ptr(session, ptr)` and `gnutls_transport_set_ptr2(session, recv,
+    /// send)` entry: ties a session to its socket (the pointer is an fd cast for applications
+    /// using the default push/pull functions, Exim included; Exim 4.96 calls these two).
+    pub const PROG_GNUTLS_TRANSPORT: &str = "mxcert_gnutls_transport";
+    /// `gnutls_transport_set_int2(session, recv_fd, send_fd)` entry (an `int`, whose upper
+    /// register half the ABI leaves undefined, hence its own program).
+    /// `gnutls_transport_set_int` is a macro over it (gnutls/gnutls.h, 3.7): Debian 12's
+    /// libgnutls.so.30 exports `_int2`, `_ptr` and `_ptr2` only (`nm -D`).
+    pub const PROG_GNUTLS_TRANSPORT_INT: &str = "mxcert_gnutls_transport_int";
+    /// `gnutls_deinit(session)` entry: the session is over.
+    pub const PROG_GNUTLS_DEINIT: &str = "mxcert_gnutls_deinit";
+    /// Most certificates copied per `gnutls_certificate_get_peers` return (a bounded loop for
+    /// the verifier); user space counts longer chains as overflowing.
+    pub const MAX_GNUTLS_CHAIN: u32 = 16;
+    /// Size of a `gnutls_datum_t { unsigned char *data; unsigned int size; }` on x86-64.
+    pub const GNUTLS_DATUM_LEN: u64 = 16;
+
     /// libssl entry points [`PROG_SSL_ENTER`] attaches to. `openssl s_client` runs its
     /// handshake inside `SSL_read`/`SSL_write`, Postfix inside `SSL_connect`/`SSL_accept`.
     pub const SSL_ENTRY_POINTS: [&str; 9] = [
@@ -287,6 +311,13 @@ pub mod tls {
     pub const EV_CERT: u32 = 1;
     pub const EV_SET_BIO: u32 = 2;
     pub const EV_BIO_FD: u32 = 3;
+    /// GnuTLS: certificate `index` of `count` returned by `gnutls_certificate_get_peers` for
+    /// session `ssl` (`count` 0, no data: it returned NULL).
+    pub const EV_GNUTLS_CERT: u32 = 4;
+    /// GnuTLS: session `ssl` reads from `fd` (`bio` holds the send side's value).
+    pub const EV_GNUTLS_TRANSPORT: u32 = 5;
+    /// GnuTLS: `gnutls_deinit` of session `ssl`.
+    pub const EV_GNUTLS_DEINIT: u32 = 6;
 
     /// Header of one TLS ring record; `data_len` DER bytes follow an [`EV_CERT`] header.
     #[repr(C)]
@@ -313,6 +344,10 @@ pub mod tls {
         pub der_len: u32,
         /// [`EV_CERT`]: DER bytes following this header (`< der_len`: truncated).
         pub data_len: u32,
+        /// [`EV_GNUTLS_CERT`]: position in the chain (0 = leaf).
+        pub index: u32,
+        /// [`EV_GNUTLS_CERT`]: certificates the library returned (0: none from the peer).
+        pub count: u32,
     }
 
     /// Size of [`TlsEvent`] in a record.
@@ -335,7 +370,9 @@ pub mod tls {
         /// `d2i_X509` calls of allow-listed processes outside any libssl call (the thread has
         /// no current `SSL*`: CA-bundle and own-chain loads, `openssl x509`): not copied.
         pub const OUTSIDE_SSL: u32 = 6;
-        pub const COUNT: u32 = 7;
+        /// `gnutls_certificate_get_peers` returns of allow-listed processes seen.
+        pub const GNUTLS_PEERS: u32 = 7;
+        pub const COUNT: u32 = 8;
     }
 
     /// The allow-list key of a process name: the name cut to 15 bytes and NUL-padded, as
@@ -378,7 +415,7 @@ mod tests {
         assert_eq!(core::mem::align_of::<ChunkHeader>(), 8);
         assert_eq!(core::mem::size_of::<FlowKey>(), 36);
         assert_eq!(core::mem::size_of::<FlowState>(), 8);
-        assert_eq!(tls::EVENT_LEN, 56);
+        assert_eq!(tls::EVENT_LEN, 64);
         assert!(tls::EVENT_LEN + tls::MAX_CERT as usize <= 32 * 1024);
         assert_eq!(&tls::comm_key("smtpd")[..6], b"smtpd\0");
         assert_eq!(tls::comm_key("a-very-long-process-name")[15], 0);

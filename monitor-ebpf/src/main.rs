@@ -335,13 +335,14 @@ mod tls_probes {
     use aya_ebpf::{
         helpers::generated::{bpf_ktime_get_ns, bpf_probe_read_user, bpf_ringbuf_output},
         helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
-        macros::{map, uprobe},
+        macros::{map, uprobe, uretprobe},
         maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
-        programs::ProbeContext,
+        programs::{ProbeContext, RetProbeContext},
     };
     use mxcert_ebpf::tls::{
-        counter, TlsEvent, BIO_C_SET_FD, COMM_LEN, EVENT_LEN, EV_BIO_FD, EV_CERT, EV_SET_BIO,
-        MAX_CERT, MAX_COMMS, MAX_THREADS, RING_BYTES,
+        counter, TlsEvent, BIO_C_SET_FD, COMM_LEN, EVENT_LEN, EV_BIO_FD, EV_CERT, EV_GNUTLS_CERT,
+        EV_GNUTLS_DEINIT, EV_GNUTLS_TRANSPORT, EV_SET_BIO, GNUTLS_DATUM_LEN, MAX_CERT, MAX_COMMS,
+        MAX_GNUTLS_CHAIN, MAX_THREADS, RING_BYTES,
     };
 
     #[map]
@@ -357,6 +358,13 @@ mod tls_probes {
     /// inside such a call).
     #[map]
     static MXCERT_TLS_CURRENT: LruHashMap<u32, u64> = LruHashMap::with_max_entries(MAX_THREADS, 0);
+
+    /// Thread (pid_tgid) → (session, `unsigned *list_size`) of the `gnutls_certificate_get_peers`
+    /// call it is in, for the return probe (a uretprobe sees no arguments). Only allow-listed
+    /// threads are entered; the return probe removes the entry.
+    #[map]
+    static MXCERT_TLS_GNUTLS_CALLS: LruHashMap<u64, [u64; 2]> =
+        LruHashMap::with_max_entries(MAX_THREADS, 0);
 
     #[map]
     static MXCERT_TLS_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
@@ -405,6 +413,8 @@ mod tls_probes {
             fd: -1,
             der_len: 0,
             data_len: 0,
+            index: 0,
+            count: 0,
         }
     }
 
@@ -488,34 +498,45 @@ mod tls_probes {
         let sp = unsafe { (*ctx.regs).rsp };
         let caller = read_u64(sp)?;
         let der = read_u64(inp)?;
-        let scratch = MXCERT_TLS_SCRATCH.get_ptr_mut(0).ok_or(0)?;
-        // SAFETY: this CPU's slot, exclusively ours for the run.
-        let scratch = unsafe { &mut *scratch };
         let der_len = if len > u32::MAX as i64 {
             u32::MAX
         } else {
             len as u32
         };
+        let mut hdr = event(EV_CERT, tgid, tid);
+        hdr.ssl = ssl;
+        hdr.caller = caller;
+        send_cert(hdr, der, der_len)
+    }
+
+    /// Sends `hdr` followed by up to `MAX_CERT` bytes of the DER at `der` (user memory) as one
+    /// ring record, through the per-CPU scratch (a 16 KiB copy does not fit the 512-byte BPF
+    /// stack). `der_len` 0 sends the header alone.
+    #[inline(always)]
+    fn send_cert(mut hdr: TlsEvent, der: u64, der_len: u32) -> Result<(), i32> {
+        let scratch = MXCERT_TLS_SCRATCH.get_ptr_mut(0).ok_or(0)?;
+        // SAFETY: this CPU's slot, exclusively ours for the run.
+        let scratch = unsafe { &mut *scratch };
         let mut copy = der_len;
         if copy > MAX_CERT {
             copy = MAX_CERT;
             count(counter::TRUNCATED, 1);
         }
-        // The verifier must see 1 <= copy <= MAX_CERT (see the TC program's `emit`).
+        // The verifier must see copy <= MAX_CERT (see the TC program's `emit`).
         let copy = core::hint::black_box(copy);
-        if copy == 0 || copy > MAX_CERT {
+        if copy > MAX_CERT {
             return Ok(());
         }
-        // SAFETY: `data` is MAX_CERT bytes and copy <= MAX_CERT.
-        let ret =
-            unsafe { bpf_probe_read_user(scratch.data.as_mut_ptr().cast(), copy, der as *const _) };
-        if ret != 0 {
-            count(counter::READ_ERRORS, 1);
-            return Err(0);
+        if copy > 0 {
+            // SAFETY: `data` is MAX_CERT bytes and copy <= MAX_CERT.
+            let ret = unsafe {
+                bpf_probe_read_user(scratch.data.as_mut_ptr().cast(), copy, der as *const _)
+            };
+            if ret != 0 {
+                count(counter::READ_ERRORS, 1);
+                return Err(0);
+            }
         }
-        let mut hdr = event(EV_CERT, tgid, tid);
-        hdr.ssl = ssl;
-        hdr.caller = caller;
         hdr.der_len = der_len;
         hdr.data_len = copy;
         scratch.hdr = hdr;
@@ -535,6 +556,122 @@ mod tls_probes {
         count(counter::CERTS, 1);
         count(counter::CERT_BYTES, u64::from(copy));
         Ok(())
+    }
+
+    /// `gnutls_certificate_get_peers(gnutls_session_t session, unsigned int *list_size)` entry
+    /// (lib/cert-session.c): the arguments, kept for the return probe.
+    #[uprobe]
+    pub fn mxcert_gnutls_peers(ctx: ProbeContext) -> u32 {
+        if allowed().is_some() {
+            let args = [
+                ctx.arg::<u64>(0).unwrap_or(0),
+                ctx.arg::<u64>(1).unwrap_or(0),
+            ];
+            let _ = MXCERT_TLS_GNUTLS_CALLS.insert(&bpf_get_current_pid_tgid(), &args, 0);
+        }
+        0
+    }
+
+    /// Its return: a `const gnutls_datum_t *` to `*list_size` raw DER certificates, the peer's
+    /// chain in wire order, or NULL when the peer sent none (or the session has no
+    /// certificate credentials).
+    #[uretprobe]
+    pub fn mxcert_gnutls_peers_ret(ctx: RetProbeContext) -> u32 {
+        let _ = try_gnutls_peers_ret(&ctx);
+        0
+    }
+
+    fn try_gnutls_peers_ret(ctx: &RetProbeContext) -> Result<(), i32> {
+        let id = bpf_get_current_pid_tgid();
+        // SAFETY: plain lookup; the value is copied out before the entry is removed.
+        let Some(args) = (unsafe { MXCERT_TLS_GNUTLS_CALLS.get(&id) }).copied() else {
+            return Ok(());
+        };
+        let _ = MXCERT_TLS_GNUTLS_CALLS.remove(&id);
+        count(counter::GNUTLS_PEERS, 1);
+        let (tgid, tid) = ((id >> 32) as u32, id as u32);
+        let list: u64 = ctx.ret();
+        let mut hdr = event(EV_GNUTLS_CERT, tgid, tid);
+        hdr.ssl = args[0];
+        let n = if list == 0 || args[1] == 0 {
+            0
+        } else {
+            read_u32(args[1])?
+        };
+        if n == 0 {
+            output(&hdr);
+            return Ok(());
+        }
+        hdr.count = n;
+        // Bounded for the verifier; user space sees `count` > MAX_GNUTLS_CHAIN as overflow.
+        for i in 0..MAX_GNUTLS_CHAIN {
+            if i >= n {
+                break;
+            }
+            let datum = list + u64::from(i) * GNUTLS_DATUM_LEN;
+            let data = read_u64(datum)?;
+            let size = read_u32(datum + 8)?;
+            hdr.index = i;
+            send_cert(hdr, data, if data == 0 { 0 } else { size })?;
+        }
+        Ok(())
+    }
+
+    /// `gnutls_transport_set_int2(session, int recv_fd, int send_fd)` entry (lib/state.c).
+    #[uprobe]
+    pub fn mxcert_gnutls_transport_int(ctx: ProbeContext) -> u32 {
+        transport(ctx.arg::<u64>(0), ctx.arg::<i32>(1));
+        0
+    }
+
+    /// `gnutls_transport_set_ptr{,2}(session, gnutls_transport_ptr_t recv, ...)` entry: the
+    /// pointer is an fd cast for applications using the default push/pull functions (Exim);
+    /// a value beyond any fd is a real pointer and is sent as fd -1.
+    #[uprobe]
+    pub fn mxcert_gnutls_transport(ctx: ProbeContext) -> u32 {
+        let ptr = ctx.arg::<u64>(1).unwrap_or(u64::MAX);
+        transport(
+            ctx.arg::<u64>(0),
+            Some(if ptr > i32::MAX as u64 {
+                -1
+            } else {
+                ptr as i32
+            }),
+        );
+        0
+    }
+
+    #[inline(always)]
+    fn transport(session: Option<u64>, fd: Option<i32>) {
+        if let Some((tgid, tid)) = allowed() {
+            let mut ev = event(EV_GNUTLS_TRANSPORT, tgid, tid);
+            ev.ssl = session.unwrap_or(0);
+            ev.fd = fd.unwrap_or(-1);
+            output(&ev);
+        }
+    }
+
+    /// `gnutls_deinit(session)` entry.
+    #[uprobe]
+    pub fn mxcert_gnutls_deinit(ctx: ProbeContext) -> u32 {
+        if let Some((tgid, tid)) = allowed() {
+            let mut ev = event(EV_GNUTLS_DEINIT, tgid, tid);
+            ev.ssl = ctx.arg::<u64>(0).unwrap_or(0);
+            output(&ev);
+        }
+        0
+    }
+
+    #[inline(always)]
+    fn read_u32(addr: u64) -> Result<u32, i32> {
+        let mut v: u32 = 0;
+        // SAFETY: 4 bytes into a local.
+        let ret = unsafe { bpf_probe_read_user((&raw mut v).cast(), 4, addr as *const _) };
+        if ret != 0 {
+            count(counter::READ_ERRORS, 1);
+            return Err(ret as i32);
+        }
+        Ok(v)
     }
 
     #[inline(always)]

@@ -94,7 +94,7 @@ fn sigkill_of_the_holder_removes_the_uprobes() {
         .collect();
     let (files, ids) = (fields[0], &fields[1..]);
     assert_eq!(files, 2, "libssl and libcrypto of s_server attached");
-    assert_eq!(ids.len(), 4);
+    assert_eq!(ids.len(), 9);
     // 9 SSL_* entry points + SSL_set_bio in libssl, d2i_X509 + BIO_int_ctrl in libcrypto.
     assert_eq!(links_of(ids), 12, "uprobe links while the holder runs");
 

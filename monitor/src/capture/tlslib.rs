@@ -17,8 +17,10 @@
 //! covers every process mapping that file. They are perf-event links owned by this process and
 //! vanish when it exits, even by SIGKILL.
 //!
-//! Not done yet (TODO(#8)): the GnuTLS path (`gnutls_certificate_get_peers`,
-//! `gnutls_transport_set_int2`), statically linked copies (symbols in the executable), exec/exit
+//! The GnuTLS path (Exim) reads the chain `gnutls_certificate_get_peers` returns, in
+//! [`gnutls`](self::gnutls).
+//!
+//! Not done yet (TODO(#8)): statically linked copies (symbols in the executable), exec/exit
 //! tracking (callers call [`TlsProbes::refresh`] periodically), resumption marking, and the join
 //! into the session record.
 
@@ -34,13 +36,17 @@ use aya::programs::uprobe::UProbeScope;
 use aya::programs::UProbe;
 use aya::Ebpf;
 use mxcert_ebpf::tls::{
-    comm_key, counter, TlsEvent, COMM_LEN, EVENT_LEN, EV_BIO_FD, EV_CERT, EV_SET_BIO, MAP_COMMS,
-    MAP_COUNTERS, MAP_EVENTS, MAX_CERT, MAX_COMMS, PROG_BIO_INT_CTRL, PROG_D2I_X509,
-    PROG_SSL_ENTER, PROG_SSL_SET_BIO, SSL_ENTRY_POINTS,
+    comm_key, counter, TlsEvent, COMM_LEN, EVENT_LEN, EV_BIO_FD, EV_CERT, EV_GNUTLS_CERT,
+    EV_GNUTLS_DEINIT, EV_GNUTLS_TRANSPORT, EV_SET_BIO, MAP_COMMS, MAP_COUNTERS, MAP_EVENTS,
+    MAX_CERT, MAX_COMMS, PROG_BIO_INT_CTRL, PROG_D2I_X509, PROG_GNUTLS_DEINIT, PROG_GNUTLS_PEERS,
+    PROG_GNUTLS_PEERS_RET, PROG_GNUTLS_TRANSPORT, PROG_GNUTLS_TRANSPORT_INT, PROG_SSL_ENTER,
+    PROG_SSL_SET_BIO, SSL_ENTRY_POINTS,
 };
 
 use super::ebpf::{clock_ns, load_error, object, NO_OBJECT};
 use super::{FlowTuple, LiveError};
+
+mod gnutls;
 
 const BACKEND: &str = "tls-library";
 
@@ -112,6 +118,13 @@ pub struct TlsCounters {
     pub chain_overflow: u64,
     pub table_full: u64,
     pub bad_records: u64,
+    /// Kernel: `gnutls_certificate_get_peers` returns seen (allow-listed processes).
+    pub gnutls_peers: u64,
+    /// User (GnuTLS): further results for a handshake whose chain was handed out (Exim asks
+    /// more than once per session): dropped.
+    pub repeats: u64,
+    /// User (GnuTLS): results with a record missing (ring full, read error): dropped.
+    pub incomplete: u64,
 }
 
 #[derive(Default)]
@@ -141,12 +154,15 @@ pub struct TlsProbes {
     /// Library files attached, by (device, inode).
     attached: HashSet<(u64, u64)>,
     procs: HashMap<u32, Proc>,
+    /// Allow-listed processes seen mapping no TLS library (not adopted).
+    bare: HashSet<u32>,
     bios: HashMap<(u32, u64), i32>,
     conns: HashMap<(u32, u64), Conn>,
     reported: HashSet<String>,
     reports: Vec<String>,
     /// Chains closed by a new `SSL_set_bio` on the same `SSL*`, handed out at the next flush.
     pending: Vec<PeerChain>,
+    gnutls: gnutls::Gnutls,
     program_ids: Vec<u32>,
     counters: TlsCounters,
     _ebpf: Ebpf,
@@ -170,6 +186,11 @@ impl TlsProbes {
             PROG_SSL_ENTER,
             PROG_SSL_SET_BIO,
             PROG_BIO_INT_CTRL,
+            PROG_GNUTLS_PEERS,
+            PROG_GNUTLS_PEERS_RET,
+            PROG_GNUTLS_TRANSPORT,
+            PROG_GNUTLS_TRANSPORT_INT,
+            PROG_GNUTLS_DEINIT,
         ] {
             let prog = uprobe(&mut ebpf, name)?;
             prog.load()
@@ -205,11 +226,13 @@ impl TlsProbes {
             allow: comms.iter().map(|c| comm_of(&comm_key(c))).collect(),
             attached: HashSet::new(),
             procs: HashMap::new(),
+            bare: HashSet::new(),
             bios: HashMap::new(),
             conns: HashMap::new(),
             reported: HashSet::new(),
             reports: Vec::new(),
             pending: Vec::new(),
+            gnutls: gnutls::Gnutls::default(),
             program_ids,
             counters: TlsCounters::default(),
             _ebpf: ebpf,
@@ -232,7 +255,8 @@ impl TlsProbes {
         std::mem::take(&mut self.reports)
     }
 
-    /// Scans /proc for allow-listed processes, attaches to the libssl/libcrypto files they map
+    /// Scans /proc for allow-listed processes, attaches to the libssl/libcrypto/libgnutls files
+    /// they map
     /// (each file once) and forgets processes that are gone. Returns how many files were newly
     /// attached.
     pub fn refresh(&mut self) -> Result<usize, LiveError> {
@@ -262,6 +286,8 @@ impl TlsProbes {
             newly += self.adopt(pid, comm);
         }
         self.procs.retain(|pid, _| alive.contains(pid));
+        self.gnutls.retain_procs(&alive);
+        self.bare.retain(|pid| alive.contains(pid));
         Ok(newly)
     }
 
@@ -272,14 +298,24 @@ impl TlsProbes {
             return 0;
         };
         let libs = parse_maps(&maps);
-        if !libs.iter().any(|l| l.kind == LibKind::Ssl) {
-            self.report_once(
-                comm,
-                format!(
-                    "process {comm} (pid {pid}) maps no shared libssl: its TLS certificates \
-                     (statically linked or another library) are not read through the library"
-                ),
-            );
+        if !libs
+            .iter()
+            .any(|l| matches!(l.kind, LibKind::Ssl | LibKind::Gnutls))
+        {
+            // Not adopted: a process caught between execve and the dynamic loader's mapping of
+            // its libraries looks the same, so it is looked at again at the next refresh, and
+            // reported when it still maps neither library then.
+            if !self.bare.insert(pid) {
+                self.report_once(
+                    comm,
+                    format!(
+                        "process {comm} (pid {pid}) maps neither a shared libssl nor \
+                         libgnutls: its TLS certificates (statically linked or another \
+                         library) are not read through the library"
+                    ),
+                );
+            }
+            return 0;
         }
         let mut newly = 0;
         let mut ssl_text = Vec::new();
@@ -330,6 +366,14 @@ impl TlsProbes {
                 (PROG_D2I_X509, "d2i_X509"),
                 (PROG_BIO_INT_CTRL, "BIO_int_ctrl"),
             ],
+            LibKind::Gnutls => vec![
+                (PROG_GNUTLS_PEERS, "gnutls_certificate_get_peers"),
+                (PROG_GNUTLS_PEERS_RET, "gnutls_certificate_get_peers"),
+                (PROG_GNUTLS_TRANSPORT_INT, "gnutls_transport_set_int2"),
+                (PROG_GNUTLS_TRANSPORT, "gnutls_transport_set_ptr"),
+                (PROG_GNUTLS_TRANSPORT, "gnutls_transport_set_ptr2"),
+                (PROG_GNUTLS_DEINIT, "gnutls_deinit"),
+            ],
         };
         for (prog, symbol) in points {
             uprobe(&mut self._ebpf, prog)?
@@ -361,6 +405,7 @@ impl TlsProbes {
             read_errors: get(counter::READ_ERRORS),
             filtered: get(counter::FILTERED),
             outside_ssl: get(counter::OUTSIDE_SSL),
+            gnutls_peers: get(counter::GNUTLS_PEERS),
             ..self.counters
         }
     }
@@ -471,6 +516,11 @@ impl TlsProbes {
                 conn.ders.push(data.to_vec());
                 conn.last_cert_ns = ev.ktime_ns;
             }
+            EV_GNUTLS_CERT | EV_GNUTLS_TRANSPORT | EV_GNUTLS_DEINIT => {
+                let procs = &self.procs;
+                let comm = |tgid| comm_of_proc(procs, tgid);
+                self.gnutls.handle(&ev, data, &comm, &mut self.counters);
+            }
             _ => self.counters.bad_records += 1,
         }
     }
@@ -500,12 +550,7 @@ impl TlsProbes {
     }
 
     fn comm(&self, tgid: u32) -> String {
-        self.procs
-            .get(&tgid)
-            .map(|p| p.comm.clone())
-            .or_else(|| std::fs::read_to_string(format!("/proc/{tgid}/comm")).ok())
-            .map(|c| c.trim_end_matches('\n').to_string())
-            .unwrap_or_default()
+        comm_of_proc(&self.procs, tgid)
     }
 
     fn finish(&mut self, (tgid, ssl): (u32, u64), c: Conn) -> PeerChain {
@@ -538,6 +583,9 @@ impl TlsProbes {
             out.push(self.finish(k, c));
         }
         out.retain(|c| !c.ders.is_empty());
+        // GnuTLS chains are complete when handed over, empty ones included: the library
+        // returned NULL after the handshake, the peer sent no certificate.
+        out.extend(self.gnutls.take_ready());
         let n = out.len();
         self.counters.chains += n as u64;
         for c in out {
@@ -545,6 +593,15 @@ impl TlsProbes {
         }
         n
     }
+}
+
+fn comm_of_proc(procs: &HashMap<u32, Proc>, tgid: u32) -> String {
+    procs
+        .get(&tgid)
+        .map(|p| p.comm.clone())
+        .or_else(|| std::fs::read_to_string(format!("/proc/{tgid}/comm")).ok())
+        .map(|c| c.trim_end_matches('\n').to_string())
+        .unwrap_or_default()
 }
 
 fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe, LiveError> {
@@ -575,6 +632,7 @@ fn parse_event(rec: &[u8]) -> Option<(TlsEvent, &[u8])> {
 enum LibKind {
     Ssl,
     Crypto,
+    Gnutls,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -586,8 +644,8 @@ struct LibMap {
     path: String,
 }
 
-/// The libssl/libcrypto mappings of a `/proc/PID/maps` text (proc(5)): any file named
-/// `libssl.so*` / `libcrypto.so*`, shared or a private copy.
+/// The libssl/libcrypto/libgnutls mappings of a `/proc/PID/maps` text (proc(5)): any file
+/// named `libssl.so*` / `libcrypto.so*` / `libgnutls.so*`, shared or a private copy.
 fn parse_maps(maps: &str) -> Vec<LibMap> {
     let mut out = Vec::new();
     for line in maps.lines() {
@@ -602,6 +660,8 @@ fn parse_maps(maps: &str) -> Vec<LibMap> {
             LibKind::Ssl
         } else if name.starts_with("libcrypto.so") {
             LibKind::Crypto
+        } else if name.starts_with("libgnutls.so") {
+            LibKind::Gnutls
         } else {
             continue;
         };
@@ -698,9 +758,12 @@ mod tests {
 7f10b0000000-7f10b0300000 r-xp 00000000 08:01 99 /opt/app/lib/libcrypto.so.3
 7f10c0000000-7f10c0001000 rw-p 00000000 00:00 0
 7f10d0000000-7f10d0100000 r-xp 00000000 08:01 7 /usr/lib/x86_64-linux-gnu/libc.so.6
+7f10e0000000-7f10e0100000 r-xp 00000000 08:01 8 /usr/lib/x86_64-linux-gnu/libgnutls.so.30.34.3
+7f10f0000000-7f10f0100000 r-xp 00000000 08:01 9 /usr/lib/x86_64-linux-gnu/libgnutls-dane.so.0
 ";
         let libs = parse_maps(maps);
-        assert_eq!(libs.len(), 3);
+        assert_eq!(libs.len(), 4);
+        assert_eq!(libs[3].kind, LibKind::Gnutls);
         assert!(!libs[0].exec && libs[1].exec);
         assert_eq!(libs[1].kind, LibKind::Ssl);
         assert_eq!(
