@@ -306,8 +306,11 @@ mod tests {
         assert_eq!(ds.skipped_lines, 0);
         assert_eq!(ds.sessions[0].tls.chain_source.as_deref(), Some("uprobe"));
         // A row without the 002 columns (older schema read through a view) still loads.
-        let old = record(0, &json!({"ts_ms":"1795435759756","server_chain":[],"client_chain":[]}))
-            .unwrap();
+        let old = record(
+            0,
+            &json!({"ts_ms":"1795435759756","server_chain":[],"client_chain":[]}),
+        )
+        .unwrap();
         assert_eq!(old["tls"]["resumed"], false);
     }
 
