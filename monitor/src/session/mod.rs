@@ -292,6 +292,8 @@ struct Held {
 /// per destination: Postfix's smtp_tls_session_cache is keyed by the next hop and its
 /// address, OpenSSL's client cache by the peer and the server name. So the last full handshake
 /// between the same client address and server endpoint for the same SNI is the one resumed.
+/// The version is part of the key: a session is resumed only with the version it was made
+/// with (RFC 5246 §7.4.1.3; a TLS 1.3 PSK comes from a TLS 1.3 connection, RFC 8446 §2.2).
 /// Honest limits: a server that changed certificates between two full handshakes, or a client
 /// that holds several sessions and resumes an older one, gets the latest full handshake's
 /// chains; a client address shared by several MTAs (NAT) can mix their sessions.
@@ -300,6 +302,7 @@ struct ResumeKey {
     client: IpAddr,
     server: (IpAddr, u16),
     sni: Option<String>,
+    version: Option<&'static str>,
 }
 
 /// The chains of a full handshake, for the sessions that resume it.
@@ -832,6 +835,7 @@ impl Pipeline {
             client: rec.client_ip,
             server: (rec.server_ip, rec.server_port),
             sni: rec.tls.sni.clone(),
+            version: rec.tls.version,
         };
         let t = &mut rec.tls;
         if t.resumed {
@@ -1720,8 +1724,10 @@ mod tests {
         tls12_session(&mut p, &mut sink, 40000, SEC, &[]);
         tls12_session(&mut p, &mut sink, 40001, 2 * SEC, &[b"leaf", b"ca"]);
         tls12_session(&mut p, &mut sink, 40002, 3 * SEC, &[]);
+        // A TLS 1.3 PSK never resumes a TLS 1.2 session (RFC 8446 §2.2).
+        tls13_resumed(&mut p, &mut sink, 40003, 4 * SEC);
         p.finish(&mut sink).unwrap();
-        let [early, full, resumed] = &sink.sessions[..] else {
+        let [early, full, resumed, other] = &sink.sessions[..] else {
             panic!("{:?}", sink.sessions);
         };
         assert!(early.tls.resumed);
@@ -1733,8 +1739,10 @@ mod tests {
         assert_eq!(resumed.tls.chain_source, Some("resumed"));
         assert_eq!(resumed.tls.resumed_from.as_ref(), Some(&full.session_id));
         assert_eq!(resumed.tls.server_chain, full.tls.server_chain);
+        assert!(other.tls.resumed);
+        assert_eq!(other.tls.chain_source, None);
         assert_eq!(p.stats.resumed_carried, 1);
-        assert_eq!(p.stats.resumed_without_original, 1);
+        assert_eq!(p.stats.resumed_without_original, 2);
     }
 
     #[test]
