@@ -166,6 +166,12 @@ pub struct Stats {
     /// TLS 1.3 records emitted without waiting for library chains because `max_flows` records
     /// were held already.
     pub held_records_overflow: u64,
+    /// Resumed sessions that got the chains of the full handshake they resumed.
+    pub resumed_carried: u64,
+    /// Resumed sessions without chains whose full handshake mxcert did not see (or forgot).
+    pub resumed_without_original: u64,
+    /// Times the resumption cache was full and cleared.
+    pub resumption_cache_resets: u64,
 }
 
 /// Canonical 4-tuple: the lower (address, port) first, so both directions find one entry.
@@ -281,6 +287,36 @@ struct Held {
     seq: u64,
 }
 
+/// What a resumed session is matched on. A client resumes with the session or ticket it got
+/// from that server (RFC 5246 §7.4.1.2, RFC 5077 §3.1, RFC 8446 §4.6.1), and MTAs cache them
+/// per destination: Postfix's smtp_tls_session_cache is keyed by the next hop and its
+/// address, OpenSSL's client cache by the peer and the server name. So the last full handshake
+/// between the same client address and server endpoint for the same SNI is the one resumed.
+/// The version is part of the key: a session is resumed only with the version it was made
+/// with (RFC 5246 §7.4.1.3; a TLS 1.3 PSK comes from a TLS 1.3 connection, RFC 8446 §2.2).
+/// Honest limits: a server that changed certificates between two full handshakes, or a client
+/// that holds several sessions and resumes an older one, gets the latest full handshake's
+/// chains; a client address shared by several MTAs (NAT) can mix their sessions.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ResumeKey {
+    client: IpAddr,
+    server: (IpAddr, u16),
+    sni: Option<String>,
+    version: Option<&'static str>,
+}
+
+/// The chains of a full handshake, for the sessions that resume it.
+struct Original {
+    server_chain: Vec<Fingerprint>,
+    client_chain: Vec<Fingerprint>,
+    session_id: String,
+}
+
+/// Full handshakes remembered for resumption (~200 bytes each); when full, the cache is
+/// cleared and [`Stats::resumption_cache_resets`] counts it (a resumed session then reports no
+/// chain, as if mxcert had not seen its full handshake).
+const MAX_RESUMPTION_ENTRIES: usize = 65_536;
+
 /// How long a closed flow's tombstone outlives its last packet (TCP's TIME_WAIT is 2×MSL; a
 /// minute covers late retransmissions on any real path).
 const CLOSED_LINGER: Nanos = 60 * 1_000_000_000;
@@ -344,6 +380,8 @@ pub struct Pipeline {
     /// clock never goes back, so deadlines are in order too and the due ones are at the front.
     held_order: VecDeque<(Nanos, FlowKey, u64)>,
     held_seq: u64,
+    /// The last full handshake's chains per [`ResumeKey`].
+    resumption: HashMap<ResumeKey, Original>,
 }
 
 impl Pipeline {
@@ -375,6 +413,7 @@ impl Pipeline {
             held: HashMap::new(),
             held_order: VecDeque::new(),
             held_seq: 0,
+            resumption: HashMap::new(),
         }
     }
 
@@ -764,7 +803,9 @@ impl Pipeline {
         self.emit(rec, flow.first_ts, &lib, sink)
     }
 
-    /// The final record: library chains joined in, then summary, sink and classification.
+    /// The final record: library chains joined in, a resumed session given its original's
+    /// chains, then summary, sink and classification. A resumed session is classified on the
+    /// carried chain at its own start time: that is when the certificate was relied on.
     fn emit(
         &mut self,
         mut rec: SessionRecord,
@@ -773,6 +814,7 @@ impl Pipeline {
         sink: &mut dyn Sink,
     ) -> Result<(), SinkError> {
         join_library(&mut rec, lib);
+        self.resumption(&mut rec);
         self.summary.add(&rec);
         self.stats.sessions += 1;
         sink.session(&rec)?;
@@ -784,6 +826,46 @@ impl Pipeline {
             }
         }
         Ok(())
+    }
+
+    /// Remembers a full handshake's chains, or gives a resumed session without chains of its
+    /// own those of the full handshake it resumed (see [`ResumeKey`]).
+    fn resumption(&mut self, rec: &mut SessionRecord) {
+        let key = ResumeKey {
+            client: rec.client_ip,
+            server: (rec.server_ip, rec.server_port),
+            sni: rec.tls.sni.clone(),
+            version: rec.tls.version,
+        };
+        let t = &mut rec.tls;
+        if t.resumed {
+            if t.chain_source.is_some() {
+                return;
+            }
+            let Some(o) = self.resumption.get(&key) else {
+                self.stats.resumed_without_original += 1;
+                return;
+            };
+            t.server_chain.clone_from(&o.server_chain);
+            t.client_chain.clone_from(&o.client_chain);
+            t.chain_source = Some("resumed");
+            t.resumed_from = Some(o.session_id.clone());
+            self.stats.resumed_carried += 1;
+        } else if t.chain_source.is_some() && rec.outcome == Outcome::Established {
+            // Only a completed handshake leaves a session to resume.
+            if self.resumption.len() >= MAX_RESUMPTION_ENTRIES
+                && !self.resumption.contains_key(&key)
+            {
+                self.resumption.clear();
+                self.stats.resumption_cache_resets += 1;
+            }
+            let original = Original {
+                server_chain: t.server_chain.clone(),
+                client_chain: t.client_chain.clone(),
+                session_id: rec.session_id.clone(),
+            };
+            self.resumption.insert(key, original);
+        }
     }
 
     /// Emits the held records whose `library_wait` has passed.
@@ -1379,16 +1461,62 @@ mod tests {
     /// flight (ServerHello, then encrypted). The flow is still being parsed after it.
     fn tls13_start(p: &mut Pipeline, sink: &mut VecSink, port: u16, t0: Nanos) -> u32 {
         use crate::tls::testmsg::*;
-        let ch = record(22, &client_hello(&[], &sni_ext("mx.example")));
         let mut sf = record(22, &server_hello(0x0303, 0x1301, &SH_TLS13));
         sf.extend(record(20, &[1]));
         sf.extend(record(23, &[0x55; 60]));
+        hellos(p, sink, port, t0, &[], &sf)
+    }
+
+    /// SYN, SYN-ACK, a ClientHello (SNI mx.example, session id `sid`) and the server's flight
+    /// `sf`. Returns the client's next sequence number.
+    fn hellos(
+        p: &mut Pipeline,
+        sink: &mut VecSink,
+        port: u16,
+        t0: Nanos,
+        sid: &[u8],
+        sf: &[u8],
+    ) -> u32 {
+        use crate::tls::testmsg::*;
+        let ch = record(22, &client_hello(sid, &sni_ext("mx.example")));
         open(p, sink, port, t0);
         p.segment(t0, &seg(true, port, 1, TcpFlags::ACK, &ch), sink)
             .unwrap();
-        p.segment(t0, &seg(false, port, 1, TcpFlags::ACK, &sf), sink)
+        p.segment(t0, &seg(false, port, 1, TcpFlags::ACK, sf), sink)
             .unwrap();
         1 + ch.len() as u32
+    }
+
+    /// A whole TLS 1.2 session: full (Certificate with `chain`, ServerHelloDone) when `chain`
+    /// is non-empty, else abbreviated, the server echoing the client's session id.
+    fn tls12_session(p: &mut Pipeline, sink: &mut VecSink, port: u16, t0: Nanos, chain: &[&[u8]]) {
+        use crate::tls::testmsg::*;
+        let sid = [0x5a; 32];
+        let mut sf = if chain.is_empty() {
+            record(22, &server_hello_sid(0x0303, 0xc02f, &sid, &[]))
+        } else {
+            let mut f = record(22, &server_hello_sid(0x0303, 0xc02f, &[1; 32], &[]));
+            f.extend(record(22, &certificate_msg(chain)));
+            f.extend(record(22, &handshake(14, &[])));
+            f
+        };
+        sf.extend(record(20, &[1]));
+        sf.extend(record(22, &[0xad; 40]));
+        let seq = hellos(p, sink, port, t0, &sid, &sf);
+        let mut cf = record(20, &[1]);
+        cf.extend(record(22, &[0xde; 40]));
+        p.segment(t0, &seg(true, port, seq, TcpFlags::ACK, &cf), sink)
+            .unwrap();
+    }
+
+    /// A TLS 1.3 session resuming with a PSK (RFC 8446 §2.2).
+    fn tls13_resumed(p: &mut Pipeline, sink: &mut VecSink, port: u16, t0: Nanos) {
+        use crate::tls::testmsg::*;
+        let mut sf = record(22, &server_hello(0x0303, 0x1301, &SH_TLS13_PSK));
+        sf.extend(record(20, &[1]));
+        sf.extend(record(23, &[0x55; 60]));
+        let seq = hellos(p, sink, port, t0, &[], &sf);
+        tls13_end(p, sink, port, seq, t0);
     }
 
     /// The client's encrypted flight: the handshake is over and the record is decided.
@@ -1586,6 +1714,127 @@ mod tests {
         assert_eq!(p.stats.held_records_overflow, 1);
         assert_eq!(sink.sessions.len(), 1);
         assert_eq!(sink.sessions[0].client_port, 40001);
+    }
+
+    #[test]
+    fn resumed_tls12_session_carries_the_full_handshakes_chain() {
+        let mut p = lib_pipeline(None);
+        let mut sink = VecSink::default();
+        // Resumed before any full handshake was seen: marked, but no chain to carry.
+        tls12_session(&mut p, &mut sink, 40000, SEC, &[]);
+        tls12_session(&mut p, &mut sink, 40001, 2 * SEC, &[b"leaf", b"ca"]);
+        tls12_session(&mut p, &mut sink, 40002, 3 * SEC, &[]);
+        // A TLS 1.3 PSK never resumes a TLS 1.2 session (RFC 8446 §2.2).
+        tls13_resumed(&mut p, &mut sink, 40003, 4 * SEC);
+        p.finish(&mut sink).unwrap();
+        let [early, full, resumed, other] = &sink.sessions[..] else {
+            panic!("{:?}", sink.sessions);
+        };
+        assert!(early.tls.resumed);
+        assert_eq!(early.tls.chain_source, None);
+        assert!(!full.tls.resumed);
+        assert_eq!(full.tls.chain_source, Some("wire"));
+        assert!(resumed.tls.resumed);
+        assert_eq!(resumed.outcome, Outcome::Established);
+        assert_eq!(resumed.tls.chain_source, Some("resumed"));
+        assert_eq!(resumed.tls.resumed_from.as_ref(), Some(&full.session_id));
+        assert_eq!(resumed.tls.server_chain, full.tls.server_chain);
+        assert!(other.tls.resumed);
+        assert_eq!(other.tls.chain_source, None);
+        assert_eq!(p.stats.resumed_carried, 1);
+        assert_eq!(p.stats.resumed_without_original, 2);
+    }
+
+    #[test]
+    fn resumed_tls13_session_waits_for_the_library_then_carries_the_original() {
+        let mut p = lib_pipeline(Some(WAIT));
+        let mut sink = VecSink::default();
+        let (server, client) = (ders(), vec![b"client cert".to_vec()]);
+        tls13_session(&mut p, &mut sink, 40000, SEC);
+        p.attach_chain(&chain(40000, true, &server), &mut sink)
+            .unwrap();
+        p.attach_chain(&chain(40000, false, &client), &mut sink)
+            .unwrap();
+        // The library finished the resumed handshake and saw no certificate on either side.
+        tls13_resumed(&mut p, &mut sink, 40001, 2 * SEC);
+        assert_eq!(p.held_records(), 1);
+        p.attach_chain(&chain(40001, true, &[]), &mut sink).unwrap();
+        p.attach_chain(&chain(40001, false, &[]), &mut sink)
+            .unwrap();
+        // Nothing from the library: after the wait, the original's chains all the same.
+        tls13_resumed(&mut p, &mut sink, 40002, 3 * SEC);
+        p.tick(6 * SEC, &mut sink).unwrap();
+        // A library that does report the resumed session's chain: that is what counts.
+        tls13_resumed(&mut p, &mut sink, 40003, 7 * SEC);
+        p.attach_chain(&chain(40003, true, &server), &mut sink)
+            .unwrap();
+        p.finish(&mut sink).unwrap();
+        let [full, a, b, c] = &sink.sessions[..] else {
+            panic!("{:?}", sink.sessions);
+        };
+        assert_eq!(full.tls.chain_source, Some("uprobe"));
+        for r in [a, b] {
+            assert!(r.tls.resumed);
+            assert_eq!(r.tls.chain_source, Some("resumed"));
+            assert_eq!(r.tls.resumed_from.as_ref(), Some(&full.session_id));
+            assert_eq!(r.tls.server_chain, full.tls.server_chain);
+            assert_eq!(r.tls.client_chain, full.tls.client_chain);
+        }
+        assert!(c.tls.resumed);
+        assert_eq!(c.tls.chain_source, Some("uprobe"));
+        assert_eq!(c.tls.resumed_from, None);
+    }
+
+    #[test]
+    fn tls13_is_uninspectable_only_where_no_path_saw_a_chain() {
+        use crate::classify::{ClassifyConfig, Verdict};
+        let classifier = Classifier::new(ClassifyConfig {
+            all_findings: true,
+            ..ClassifyConfig::default()
+        });
+        let cfg = Config {
+            library_wait: Some(WAIT),
+            ..Config::default()
+        };
+        let mut p = Pipeline::with_classifier(cfg, Some(classifier));
+        let mut sink = VecSink::default();
+        tls13_session(&mut p, &mut sink, 40000, SEC);
+        let server = ders();
+        p.attach_chain(&chain(40000, true, &server), &mut sink)
+            .unwrap();
+        p.attach_chain(&chain(40000, false, &[]), &mut sink)
+            .unwrap();
+        tls13_resumed(&mut p, &mut sink, 40001, 2 * SEC);
+        // A full handshake no path saw a chain for: released without one after the wait.
+        tls13_session(&mut p, &mut sink, 40002, 3 * SEC);
+        p.finish(&mut sink).unwrap();
+        let rule = |port: u16| {
+            let s = sink
+                .sessions
+                .iter()
+                .find(|s| s.client_port == port)
+                .unwrap();
+            let f = sink
+                .findings
+                .iter()
+                .find(|f| f.session_id == s.session_id && f.rule == "tls.v13_uninspectable")
+                .unwrap();
+            (f.verdict, f.detail.clone())
+        };
+        let (v, d) = rule(40000);
+        assert_eq!(v, Verdict::Pass);
+        assert!(d.contains("TLS library"), "{d}");
+        let (v, d) = rule(40001);
+        assert_eq!(v, Verdict::Pass);
+        assert!(d.contains("resumed session"), "{d}");
+        let (v, d) = rule(40002);
+        assert_eq!(v, Verdict::Warn);
+        assert!(d.contains("not assessed"), "{d}");
+        // Chains from the library are assessed like wire chains.
+        assert!(sink
+            .findings
+            .iter()
+            .any(|f| f.rule.starts_with("chain.") && f.role == "server"));
     }
 
     #[test]
