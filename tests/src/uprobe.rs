@@ -1,7 +1,9 @@
 //! Helpers for the TLS-library uprobe tests (tests/tests/uprobe_*.rs): an `openssl s_server`
-//! in a namespace, a child killed on drop, and the kernel's view of loaded programs.
+//! in a namespace, a child killed on drop, the kernel's view of loaded programs, and the
+//! fixture chains as DER.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, ChildStdout, Stdio};
 
 use anyhow::{bail, Context, Result};
@@ -48,4 +50,82 @@ pub fn programs_loaded(ids: &[u32]) -> usize {
         .filter_map(Result::ok)
         .filter(|p| ids.contains(&p.id()))
         .count()
+}
+
+/// The DER certificates of a PEM file, in file order (RFC 7468 blocks, base64 decoded here:
+/// a CA bundle holds ~140, too many to run a tool on each).
+pub fn pem_ders(path: &Path) -> Result<Vec<Vec<u8>>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let (begin, end) = ("-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----");
+    let mut out = Vec::new();
+    let mut rest = text.as_str();
+    while let Some(b) = rest.find(begin) {
+        let after = &rest[b + begin.len()..];
+        let Some(e) = after.find(end) else {
+            bail!("{}: a certificate block without its end", path.display());
+        };
+        out.push(base64(&after[..e]).with_context(|| format!("{}", path.display()))?);
+        rest = &after[e + end.len()..];
+    }
+    Ok(out)
+}
+
+/// Standard base64 (RFC 4648 §4), whitespace ignored.
+fn base64(text: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+    {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => bail!("not base64: {:?}", c as char),
+        };
+        acc = acc << 6 | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Ok(out)
+}
+
+/// SHA-256 of each DER certificate, in order.
+pub fn der_hashes(ders: &[Vec<u8>]) -> Vec<[u8; 32]> {
+    ders.iter().map(|d| crate::ebpf::sha256(d)).collect()
+}
+
+/// Writes the intermediates of `chain_pem` (every block after the leaf) to `out`.
+pub fn write_intermediates(chain_pem: &Path, out: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(chain_pem)
+        .with_context(|| format!("reading {}", chain_pem.display()))?;
+    let begin = "-----BEGIN CERTIFICATE-----";
+    let Some(second) = text.get(1..).and_then(|t| t.find(begin)) else {
+        bail!("{} holds no intermediate", chain_pem.display());
+    };
+    std::fs::write(out, &text[second + 1..]).with_context(|| format!("writing {}", out.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pem_ders_equal_what_openssl_x509_writes() {
+        let pem = crate::repo_root().join("pcaps/certs/srv_both.chain.pem");
+        let ders = super::pem_ders(&pem).unwrap();
+        assert_eq!(ders.len(), 2);
+        let out = std::process::Command::new("openssl")
+            .args(["x509", "-outform", "DER", "-in"])
+            .arg(&pem)
+            .output()
+            .expect("openssl x509");
+        assert!(out.status.success());
+        assert_eq!(ders[0], out.stdout, "the leaf, decoded");
+    }
 }

@@ -16,49 +16,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mxcert::capture::tlslib::{PeerChain, TlsProbes};
-use mxcert_system_tests::ebpf::{require_ebpf, sha256};
+use mxcert_system_tests::ebpf::require_ebpf;
 use mxcert_system_tests::netns::{NetnsPair, Side};
 use mxcert_system_tests::repo_root;
-use mxcert_system_tests::uprobe::{programs_loaded, s_server, Killed};
+use mxcert_system_tests::uprobe::{self, der_hashes, programs_loaded, s_server, Killed};
 
 const PORT: u16 = 4433;
 
-/// The DER certificates of a PEM file, in file order (through `openssl x509`, one per block).
 fn pem_ders(path: &Path) -> Vec<Vec<u8>> {
-    let text = std::fs::read_to_string(path).expect("read PEM");
-    let end = "-----END CERTIFICATE-----";
-    text.split_inclusive(end)
-        .filter(|b| b.contains(end))
-        .map(|block| {
-            let mut child = Command::new("openssl")
-                .args(["x509", "-outform", "DER"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("openssl x509");
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(block.as_bytes())
-                .unwrap();
-            let out = child.wait_with_output().unwrap();
-            assert!(out.status.success(), "openssl x509 on {}", path.display());
-            out.stdout
-        })
-        .collect()
+    uprobe::pem_ders(path).expect("fixture chain")
 }
 
-fn hashes(ders: &[Vec<u8>]) -> Vec<[u8; 32]> {
-    ders.iter().map(|d| sha256(d)).collect()
-}
-
-/// Writes the intermediates of `chain_pem` (every block after the leaf) to `out`.
 fn intermediates(chain_pem: &Path, out: &Path) {
-    let text = std::fs::read_to_string(chain_pem).unwrap();
-    let begin = "-----BEGIN CERTIFICATE-----";
-    let second = text[1..].find(begin).expect("a chain with an intermediate") + 1;
-    std::fs::write(out, &text[second..]).unwrap();
+    uprobe::write_intermediates(chain_pem, out).expect("intermediates");
 }
 
 #[test]
@@ -75,8 +45,8 @@ fn openssl_tls13_chains_are_read_through_the_library() {
     let cli_int = tmp.join("cli-int.pem");
     intermediates(&certs.join(format!("{srv}.chain.pem")), &srv_int);
     intermediates(&certs.join(format!("{cli}.chain.pem")), &cli_int);
-    let want_server = hashes(&pem_ders(&certs.join(format!("{srv}.chain.pem"))));
-    let want_client = hashes(&pem_ders(&certs.join(format!("{cli}.chain.pem"))));
+    let want_server = der_hashes(&pem_ders(&certs.join(format!("{srv}.chain.pem"))));
+    let want_client = der_hashes(&pem_ders(&certs.join(format!("{cli}.chain.pem"))));
     assert_eq!((want_server.len(), want_client.len()), (2, 2));
     let p = |f: &str| -> String { certs.join(f).to_str().unwrap().to_string() };
     let s = |f: &PathBuf| -> String { f.to_str().unwrap().to_string() };
@@ -237,8 +207,8 @@ fn openssl_tls13_chains_are_read_through_the_library() {
         .iter()
         .find(|c| c.local == Some(server_addr))
         .expect("the chain s_server received, tied to its connection");
-    assert_eq!(hashes(&got_by_client.ders), want_server);
-    assert_eq!(hashes(&got_by_server.ders), want_client);
+    assert_eq!(der_hashes(&got_by_client.ders), want_server);
+    assert_eq!(der_hashes(&got_by_server.ders), want_client);
     assert!(!got_by_client.truncated && !got_by_server.truncated);
     assert_eq!(got_by_client.flow(), got_by_server.flow(), "same 4-tuple");
     assert_eq!(got_by_client.comm, "openssl");
