@@ -19,11 +19,13 @@ SPEC is 'key=value;key=value', keys (all optional, checked when given):
   version=TLS1.2|TLS1.3|...|none   port=N   sni=<name>|none   ehlo=<name>
   implicit=0|1   starttls_code=N|none   offered=0|1|none   certreq=0|1|none
   clientcert=0|1|none   alert=<name>|none   outcome=<outcome>   cipher=<IANA name>
+  resumed=0|1
 """
 import argparse
 import hashlib
 import ipaddress
 import json
+import struct
 import os
 import re
 import subprocess
@@ -283,7 +285,11 @@ def parse_stream(st, ciphers):
     smtp = {"banner_host": None, "ehlo": None, "starttls_offered": None, "starttls": False,
             "implicit_tls": False, "starttls_reply_code": None}
     tls = {"version": None, "cipher": None, "sni": None, "cert_requested": None,
-           "client_cert_presented": None, "server_chain": [], "client_chain": [], "alert": None}
+           "client_cert_presented": None, "server_chain": [], "client_chain": [], "alert": None,
+           "resumed": False, "chain_source": None, "resumed_from": None}
+    ch_session_id = sh_session_id = b""
+    sh_ext_types = []
+    server_full_flight = False  # Certificate or ServerHelloDone before the server's CCS
     tls_started = False
     first_payload_seen = False
     saw_client_hello = saw_server_hello = False
@@ -372,6 +378,7 @@ def parse_stream(st, ciphers):
                                 saw_client_hello = True
                                 sni = find_key(hs, "tls.handshake.extensions_server_name")
                                 tls["sni"] = sni[0] if sni else None
+                                ch_session_id = hexbytes(hs.get("tls.handshake.session_id", ""))
                             elif htype == 2 and not from_client:
                                 saw_server_hello = True
                                 v = int(hs["tls.handshake.version"], 16)
@@ -380,13 +387,19 @@ def parse_stream(st, ciphers):
                                     v = int(sv[0], 16)
                                 version_code = v
                                 tls["version"] = VERSIONS.get(v, hex(v))
+                                sh_session_id = hexbytes(hs.get("tls.handshake.session_id", ""))
+                                sh_ext_types = [int(t) for t in find_key(hs, "tls.handshake.extension.type")]
                                 cs = int(hs["tls.handshake.ciphersuite"], 16)
                                 if cs not in ciphers:
                                     die(f"cipher 0x{cs:04x} not in openssl's table")
                                 tls["cipher"] = ciphers[cs]
                             elif htype == 13 and not from_client:
                                 saw_certreq = True
+                            elif htype == 14 and not from_client:
+                                server_full_flight = True
                             elif htype == 11:
+                                if not from_client:
+                                    server_full_flight = True
                                 certs = [hexbytes(h) for h in find_key(hs, "tls.handshake.certificate")]
                                 if from_client:
                                     client_cert_msg = certs
@@ -427,6 +440,16 @@ def parse_stream(st, ciphers):
     # no ServerHello (version unknown): cert_requested / client_cert_presented stay null
     tls["server_chain"] = [hashlib.sha256(d).hexdigest() for d in server_chain_der]
     tls["client_chain"] = [hashlib.sha256(d).hexdigest() for d in client_chain_der]
+    if server_chain_der or client_chain_der:
+        tls["chain_source"] = "wire"
+    # Resumption: TLS 1.3 ServerHello with pre_shared_key (41, RFC 8446 4.2.11); TLS <= 1.2
+    # abbreviated handshake (RFC 5246 7.3): the server echoes the client's non-empty session
+    # id, or (ticket, RFC 5077 3.1) its CCS comes with no Certificate/ServerHelloDone before it.
+    if version_code == 0x0304:
+        tls["resumed"] = 41 in sh_ext_types
+    elif version_code is not None:
+        echo = bool(ch_session_id) and ch_session_id == sh_session_id
+        tls["resumed"] = echo or (ccs[False] and not server_full_flight)
 
     if not tls_started:
         outcome = "no_tls"
@@ -452,6 +475,7 @@ def parse_stream(st, ciphers):
         "_server_der": server_chain_der,
         "_client_der": client_chain_der,
         "_client_cert_msg": client_cert_msg,
+        "_syn_ns": int(Decimal(st["syn_epoch"]) * 1_000_000_000),
     }
 
 
@@ -468,6 +492,34 @@ def find_key(obj, key):
         for v in obj:
             out.extend(find_key(v, key))
     return out
+
+
+def session_id(s):
+    """mxcert's session id (record contract, README): the first 8 bytes of SHA-256 over the
+    first packet's time in ns (i64 big-endian), client address + port, server address + port."""
+    h = hashlib.sha256(struct.pack(">q", s["_syn_ns"]))
+    for ip, port in ((s["client_ip"], s["client_port"]), (s["server_ip"], s["server_port"])):
+        h.update(ipaddress.ip_address(ip).packed + struct.pack(">H", port))
+    return h.hexdigest()[:16]
+
+
+def carry_resumption(sessions):
+    """A resumed session without chains of its own carries those of the last earlier full
+    handshake with chains between the same client address and server endpoint for the same SNI
+    and version (the rule mxcert documents for its resumption cache)."""
+    last_full = {}
+    for s in sessions:
+        t = s["tls"]
+        key = (s["client_ip"], s["server_ip"], s["server_port"], t["sni"], t["version"])
+        if t["resumed"]:
+            o = last_full.get(key)
+            if t["chain_source"] is None and o is not None:
+                t["server_chain"] = o["tls"]["server_chain"]
+                t["client_chain"] = o["tls"]["client_chain"]
+                t["chain_source"] = "resumed"
+                t["resumed_from"] = session_id(o)
+        elif t["chain_source"] is not None and s["outcome"] == "established":
+            last_full[key] = s
 
 
 def direction(args, client_ip, server_ip):
@@ -567,8 +619,12 @@ def main():
             check(case, i, "outcome", s["outcome"], spec["outcome"])
         if "direction" in spec:
             check(case, i, "direction", s["direction"], spec["direction"])
+        if "resumed" in spec:
+            check(case, i, "resumed", tl["resumed"], tri(spec["resumed"]))
         for d in s["_ders"]:
             all_ders[hashlib.sha256(d).hexdigest()] = d
+    carry_resumption(sessions)
+    for s in sessions:
         for k in [k for k in s if k.startswith("_")]:
             del s[k]
     certs = [cert_record(all_ders[h]) for h in sorted(all_ders)]

@@ -613,6 +613,40 @@ case_truncated_handshake() {
         "$SPEC25;srv=$C_SRV;cli=;version=TLS1.2;sni=mx.test.example;certreq=0;clientcert=0;alert=none;outcome=incomplete"
 }
 
+# openssl s_client with a session file: a full handshake saving its session (-sess_out), then
+# a second connection offering it (-sess_in). The QUIT after a second lets s_client read the
+# TLS 1.3 NewSessionTicket, which the server sends after the handshake (RFC 8446 4.6.1).
+resume_pair() {  # CASE VERSIONFLAG
+    local sess=$WORK/$1.sess mode
+    rm -f "$sess"
+    for mode in -sess_out -sess_in; do
+        { sleep 1; printf 'QUIT\r\n'; } | ip netns exec "$C_NS" timeout 30 openssl s_client \
+            -connect "$SIP:25" -starttls smtp -name "$EH" -servername mx.test.example "$2" \
+            "$mode" "$sess" >>"$WORK/s_client.log" 2>&1 || log "  (s_client exited $?)"
+        wait_quiet
+    done
+    grep -q "^Reused, " "$WORK/s_client.log" || die "$1: s_client did not resume the session"
+}
+case_resumed_tls12() {
+    srv_postfix srv_both
+    cap_start resumed_tls12
+    resume_pair resumed_tls12 -tls1_2
+    cap_stop
+    srv_stop
+    finish resumed_tls12 "openssl s_client: full TLS 1.2 handshake (session saved), then a second connection resuming it: abbreviated handshake, no Certificate on the wire; the resumed session carries the first one's chain" INBOUND \
+        "$SPEC25;srv=$C_SRV;cli=;version=TLS1.2;sni=mx.test.example;resumed=0;outcome=established" \
+        "$SPEC25;srv=;cli=;version=TLS1.2;sni=mx.test.example;certreq=0;resumed=1;outcome=established"
+}
+case_resumed_tls13() {
+    srv_postfix srv_both
+    cap_start resumed_tls13
+    resume_pair resumed_tls13 -tls1_3
+    cap_stop
+    srv_stop
+    finish resumed_tls13 "openssl s_client: full TLS 1.3 handshake (ticket saved), then a second connection resuming it with a PSK (ServerHello pre_shared_key); no chain visible on the wire for either" INBOUND \
+        "$SPEC25;version=TLS1.3;sni=mx.test.example;certreq=none;resumed=0;outcome=established" \
+        "$SPEC25;version=TLS1.3;sni=mx.test.example;certreq=none;resumed=1;outcome=established"
+}
 ALL_CASES=(
     starttls_25_tls12 starttls_587_tls12 implicit_465_tls12 starttls_25_tls13 implicit_465_tls13
     certreq_client_presents certreq_client_declines certreq_client_noeku certreq_client_serveronly
@@ -622,6 +656,7 @@ ALL_CASES=(
     postfix_to_postfix_clientcert anon_cipher_tls12 exim_server_tls12
     starttls_25_tls12_offload multi_session
     alert_protocol_version reset_midhandshake closed_midhandshake truncated_handshake helo_plain
+    resumed_tls12 resumed_tls13
 )
 
 # ------------------------------------------------------------------ main

@@ -1083,7 +1083,8 @@ fn ndpi_emotet_plaintext_submission_on_587_is_no_tls_and_its_https_stays_out_by_
             &mut errs,
         );
     }
-    // With 443 watched: stream 4 (full handshake) and stream 5 (abbreviated: ServerHello only).
+    // With 443 watched: stream 4 (full handshake) and stream 5 (abbreviated: ServerHello only,
+    // resuming stream 4's session, so it carries stream 4's chain).
     let https = |stream, ts, port, chain: &'static [&'static str], leaf| Session {
         stream,
         ts,
@@ -1116,9 +1117,25 @@ fn ndpi_emotet_plaintext_submission_on_587_is_no_tls_and_its_https_stays_out_by_
                 EXAMPLE_COM_CHAIN,
                 Some(&EXAMPLE_COM),
             ),
-            https(5, "2022-04-25T16:51:09.778Z", 49804, &[], None),
+            https(
+                5,
+                "2022-04-25T16:51:09.778Z",
+                49804,
+                EXAMPLE_COM_CHAIN,
+                Some(&EXAMPLE_COM),
+            ),
         ],
     ));
+    let run = mxcert_read(&[pcap.as_path()], &["--ports", "443"]);
+    let port = |p: u16| run.sessions.iter().find(|s| s["client_port"] == json!(p));
+    if let (Some(full), Some(resumed)) = (port(49803), port(49804)) {
+        let here = "ndpi__emotet.pcap --ports 443 stream";
+        let want = json!({"tls": {"resumed": false, "chain_source": "wire", "resumed_from": null}});
+        compare(&format!("{here} 4"), &want, full, &mut errs);
+        let want = json!({"tls": {"resumed": true, "chain_source": "resumed",
+            "resumed_from": full["session_id"]}});
+        compare(&format!("{here} 5"), &want, resumed, &mut errs);
+    }
     assert_no_errors(errs);
 }
 

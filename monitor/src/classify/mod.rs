@@ -236,17 +236,25 @@ impl Classifier {
                 detail: format!("negotiated {v}"),
             });
             if v == "TLS1.3" {
-                let hidden = s.tls.server_chain.is_empty();
+                // Only a session neither path saw a chain for is blind; a resumed one carrying
+                // its full handshake's chain is judged on that chain (at its own start time).
+                let t = &s.tls;
                 out.push(Outcome {
                     rule: "tls.v13_uninspectable",
                     role: "server",
                     cert: None,
-                    verdict: if hidden { Verdict::Warn } else { Verdict::Pass },
-                    effective: None,
-                    detail: if hidden {
-                        "TLS 1.3: certificates are encrypted on the wire; this session's chains are not assessed".into()
+                    verdict: if t.chain_source.is_none() {
+                        Verdict::Warn
                     } else {
-                        "TLS 1.3 chain seen through the TLS library".into()
+                        Verdict::Pass
+                    },
+                    effective: None,
+                    detail: match (t.chain_source, t.resumed_from.as_deref()) {
+                        (None, _) if t.resumed => "TLS 1.3 resumed session whose full handshake mxcert did not see; its chains are not assessed".into(),
+                        (None, _) => "TLS 1.3: certificates are encrypted on the wire and the TLS library did not report them; this session's chains are not assessed".into(),
+                        (Some("uprobe"), _) => "TLS 1.3 chains read in the MTA's TLS library".into(),
+                        (Some("resumed"), Some(from)) => format!("TLS 1.3 resumed session: chains of its full handshake, session {from}"),
+                        (Some(src), _) => format!("TLS 1.3 chains from {src}"),
                     },
                 });
             }

@@ -205,7 +205,7 @@ impl SessionRecord {
                 hello_retry: t.hello_retry,
                 chain_source: (!t.server_chain.is_empty() || !t.client_chain.is_empty())
                     .then_some("wire"),
-                resumed: false,
+                resumed: t.resumed,
                 resumed_from: None,
             },
             outcome: p.outcome,

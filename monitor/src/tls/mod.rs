@@ -137,6 +137,10 @@ pub struct ClientHello {
     pub ciphers: Vec<u16>,
     /// Sent in the SSL 2.0 compatible format.
     pub sslv2_format: bool,
+    /// legacy_session_id: non-empty when the client offers to resume (TLS ≤ 1.2, RFC 5246
+    /// §7.4.1.2), or a random one for middlebox compatibility (TLS 1.3, RFC 8446 §D.4). At most
+    /// 32 bytes by the RFCs; longer ones are cut there.
+    pub session_id: Vec<u8>,
 }
 
 /// What the handshake revealed, filled as messages arrive.
@@ -161,6 +165,13 @@ pub struct TlsFacts {
     pub alert_from: Option<Side>,
     /// Handshake messages that tls-parser could not decode (kept as data, not errors).
     pub undecodable_messages: u32,
+    /// The server sent ServerHelloDone (TLS ≤ 1.2): this is a full handshake.
+    pub server_hello_done: bool,
+    /// The handshake resumed an earlier session: TLS 1.3 ServerHello with pre_shared_key
+    /// (RFC 8446 §4.2.11); TLS ≤ 1.2 abbreviated handshake (RFC 5246 §7.3: the server echoes
+    /// the client's non-empty session_id; RFC 5077 §3.1: with a ticket, ChangeCipherSpec follows
+    /// ServerHello without Certificate or ServerHelloDone).
+    pub resumed: bool,
 }
 
 impl TlsFacts {
@@ -295,6 +306,18 @@ impl Tls {
                 // encryption starts with the ServerHello (server) or the first encrypted
                 // record (client), handled by `encrypted`.
                 dir.ccs = true;
+                let f = &mut self.facts;
+                if side == Side::Server
+                    && f.version.is_some()
+                    && !f.is_tls13()
+                    && !f.server_hello_done
+                    && !f.server_cert_msg
+                {
+                    // A full handshake always sends ServerHelloDone before the server's CCS
+                    // (RFC 5246 §7.3, also with anonymous or PSK suites): this is an
+                    // abbreviated one, e.g. a ticket resumption without session id echo.
+                    f.resumed = true;
+                }
             }
             21 if body.len() >= 2 && first_alert => {
                 self.facts.alert = Some((body[0], body[1]));
@@ -360,9 +383,11 @@ impl Tls {
         };
         match (side, parsed) {
             (Side::Client, TlsMessageHandshake::ClientHello(ch)) => {
+                let sid = ch.session_id.unwrap_or_default();
                 let mut hello = ClientHello {
                     legacy_version: ch.version.0,
                     ciphers: ch.ciphers.iter().map(|c| c.0).collect(),
+                    session_id: sid[..sid.len().min(32)].to_vec(),
                     ..ClientHello::default()
                 };
                 if let Some(Ok((_, exts))) = ch.ext.map(parse_tls_client_hello_extensions) {
@@ -385,18 +410,32 @@ impl Tls {
             }
             (Side::Server, TlsMessageHandshake::ServerHello(sh)) => {
                 let mut version = sh.version.0;
+                let mut psk = false;
                 if let Some(Ok((_, exts))) = sh.ext.map(parse_tls_server_hello_extensions) {
                     for e in exts {
-                        if let TlsExtension::SupportedVersions(v) = e {
-                            if let Some(v) = v.first() {
-                                version = v.0;
+                        match e {
+                            TlsExtension::SupportedVersions(v) => {
+                                if let Some(v) = v.first() {
+                                    version = v.0;
+                                }
                             }
+                            TlsExtension::PreSharedKey(_) => psk = true,
+                            _ => {}
                         }
                     }
                 }
                 self.facts.hello_retry = sh.random == HRR_RANDOM;
                 self.facts.version = Some(version);
                 self.facts.cipher = Some(sh.cipher.0);
+                self.facts.resumed = if self.facts.is_tls13() {
+                    psk
+                } else {
+                    // A TLS 1.3 server echoes any session id (RFC 8446 §4.1.3), so the echo
+                    // means resumption only below 1.3.
+                    let sid = sh.session_id.unwrap_or_default();
+                    let offered = self.facts.client_hello.as_ref().map(|h| &h.session_id[..]);
+                    !sid.is_empty() && offered == Some(sid)
+                };
             }
             (Side::Server, TlsMessageHandshake::ServerHelloV13Draft18(sh)) => {
                 self.facts.version = Some(sh.version.0);
@@ -419,6 +458,9 @@ impl Tls {
                         self.facts.client_chain = chain;
                     }
                 }
+            }
+            (Side::Server, TlsMessageHandshake::ServerDone(_)) => {
+                self.facts.server_hello_done = true;
             }
             (Side::Server, TlsMessageHandshake::CertificateRequest(cr)) => {
                 self.facts.cert_requested = true;
@@ -472,33 +514,24 @@ impl Tls {
     }
 }
 
+/// Handshake message builders for unit tests (here and in the session stage).
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct Certs(Vec<Vec<u8>>);
-    impl CertObserver for Certs {
-        fn certificate(&mut self, der: &[u8]) -> Fingerprint {
-            self.0.push(der.to_vec());
-            Fingerprint::of(der)
-        }
-    }
-
-    fn record(ctype: u8, body: &[u8]) -> Vec<u8> {
+pub(crate) mod testmsg {
+    pub fn record(ctype: u8, body: &[u8]) -> Vec<u8> {
         let mut r = vec![ctype, 3, 3];
         r.extend_from_slice(&(body.len() as u16).to_be_bytes());
         r.extend_from_slice(body);
         r
     }
 
-    fn handshake(ty: u8, body: &[u8]) -> Vec<u8> {
+    pub fn handshake(ty: u8, body: &[u8]) -> Vec<u8> {
         let mut m = vec![ty];
         m.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
         m.extend_from_slice(body);
         m
     }
 
-    fn certificate_msg(certs: &[&[u8]]) -> Vec<u8> {
+    pub fn certificate_msg(certs: &[&[u8]]) -> Vec<u8> {
         let mut list = Vec::new();
         for c in certs {
             list.extend_from_slice(&(c.len() as u32).to_be_bytes()[1..]);
@@ -509,15 +542,67 @@ mod tests {
         handshake(11, &body)
     }
 
-    fn server_hello(version: u16, cipher: u16, exts: &[u8]) -> Vec<u8> {
+    pub fn server_hello(version: u16, cipher: u16, exts: &[u8]) -> Vec<u8> {
+        server_hello_sid(version, cipher, &[], exts)
+    }
+
+    /// A ServerHello echoing (or not) a session id.
+    pub fn server_hello_sid(version: u16, cipher: u16, sid: &[u8], exts: &[u8]) -> Vec<u8> {
         let mut b = version.to_be_bytes().to_vec();
         b.extend_from_slice(&[7u8; 32]);
-        b.push(0); // session id
+        b.push(sid.len() as u8);
+        b.extend_from_slice(sid);
         b.extend_from_slice(&cipher.to_be_bytes());
         b.push(0); // compression
         b.extend_from_slice(&(exts.len() as u16).to_be_bytes());
         b.extend_from_slice(exts);
         handshake(2, &b)
+    }
+
+    /// A ClientHello offering TLS_AES_128_GCM_SHA256 and ECDHE-RSA-AES128-GCM-SHA256, with a
+    /// session id and extensions as given.
+    pub fn client_hello(sid: &[u8], exts: &[u8]) -> Vec<u8> {
+        let mut b = vec![3, 3];
+        b.extend_from_slice(&[9u8; 32]);
+        b.push(sid.len() as u8);
+        b.extend_from_slice(sid);
+        b.extend_from_slice(&[0, 4, 0x13, 0x01, 0xc0, 0x2f]);
+        b.extend_from_slice(&[1, 0]);
+        b.extend_from_slice(&(exts.len() as u16).to_be_bytes());
+        b.extend_from_slice(exts);
+        handshake(1, &b)
+    }
+
+    /// server_name (RFC 6066 §3) for `host`.
+    pub fn sni_ext(host: &str) -> Vec<u8> {
+        let h = host.as_bytes();
+        let mut e = vec![0, 0];
+        e.extend_from_slice(&((h.len() + 5) as u16).to_be_bytes());
+        e.extend_from_slice(&((h.len() + 3) as u16).to_be_bytes());
+        e.push(0);
+        e.extend_from_slice(&(h.len() as u16).to_be_bytes());
+        e.extend_from_slice(h);
+        e
+    }
+
+    /// supported_versions (43) in a ServerHello, selecting TLS 1.3.
+    pub const SH_TLS13: [u8; 6] = [0, 43, 0, 2, 3, 4];
+    /// supported_versions selecting TLS 1.3, then pre_shared_key (41) selecting identity 0
+    /// (RFC 8446 §4.2.11).
+    pub const SH_TLS13_PSK: [u8; 12] = [0, 43, 0, 2, 3, 4, 0, 41, 0, 2, 0, 0];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testmsg::*;
+    use super::*;
+
+    struct Certs(Vec<Vec<u8>>);
+    impl CertObserver for Certs {
+        fn certificate(&mut self, der: &[u8]) -> Fingerprint {
+            self.0.push(der.to_vec());
+            Fingerprint::of(der)
+        }
     }
 
     fn feed_all(tls: &mut Tls, side: Side, bytes: &[u8], certs: &mut Certs) {
@@ -620,6 +705,60 @@ mod tests {
         feed_all(&mut tls, Side::Client, &record(23, &[0x66; 50]), &mut c);
         assert!(tls.handshake_done());
         rec.clear();
+    }
+
+    /// ClientHello then ServerHello, as given; the facts after them.
+    fn hellos(ch_sid: &[u8], sh: Vec<u8>) -> Tls {
+        let mut tls = Tls::default();
+        let mut c = Certs(Vec::new());
+        let ch = client_hello(ch_sid, &[]);
+        feed_all(&mut tls, Side::Client, &record(22, &ch), &mut c);
+        feed_all(&mut tls, Side::Server, &record(22, &sh), &mut c);
+        tls
+    }
+
+    #[test]
+    fn tls13_resumption_is_the_pre_shared_key_in_server_hello() {
+        let sid = [5u8; 32];
+        let full = hellos(&sid, server_hello_sid(0x0303, 0x1301, &sid, &SH_TLS13));
+        assert_eq!(full.facts.version.map(version_name), Some("TLS1.3"));
+        // The echoed (middlebox compatibility) session id says nothing in TLS 1.3.
+        assert!(!full.facts.resumed);
+        let psk = hellos(&sid, server_hello_sid(0x0303, 0x1301, &sid, &SH_TLS13_PSK));
+        assert!(psk.facts.resumed);
+    }
+
+    #[test]
+    fn tls12_resumption_is_the_session_id_echo_or_an_abbreviated_flight() {
+        let sid = [5u8; 32];
+        let echo = hellos(&sid, server_hello_sid(0x0303, 0xc02f, &sid, &[]));
+        assert!(echo.facts.resumed);
+        let fresh = hellos(&sid, server_hello_sid(0x0303, 0xc02f, &[6u8; 32], &[]));
+        assert!(!fresh.facts.resumed);
+        let none = hellos(&[], server_hello_sid(0x0303, 0xc02f, &[], &[]));
+        assert!(!none.facts.resumed);
+        // Ticket resumption with a fresh session id: ServerHello, (NewSessionTicket,)
+        // ChangeCipherSpec — no Certificate, no ServerHelloDone.
+        let mut c = Certs(Vec::new());
+        let mut ticket = hellos(&sid, server_hello_sid(0x0303, 0xc02f, &[6u8; 32], &[]));
+        feed_all(
+            &mut ticket,
+            Side::Server,
+            &record(22, &handshake(4, &[0; 6])),
+            &mut c,
+        );
+        feed_all(&mut ticket, Side::Server, &record(20, &[1]), &mut c);
+        assert!(ticket.facts.resumed);
+        // A full handshake (anonymous suite: no Certificate, but ServerHelloDone) is not.
+        let mut full = hellos(&[], server_hello_sid(0x0303, 0xc02f, &[6u8; 32], &[]));
+        feed_all(
+            &mut full,
+            Side::Server,
+            &record(22, &handshake(14, &[])),
+            &mut c,
+        );
+        feed_all(&mut full, Side::Server, &record(20, &[1]), &mut c);
+        assert!(!full.facts.resumed);
     }
 
     #[test]
