@@ -23,8 +23,18 @@ impl Drop for Killed {
 /// Starts `openssl s_server <args>` in the server namespace and waits for its `ACCEPT` line
 /// (it listens from then on). Returns the process and the rest of its stdout.
 pub fn s_server(pair: &NetnsPair, args: &[&str]) -> Result<(Killed, BufReader<ChildStdout>)> {
+    s_server_as(pair, "openssl", args)
+}
+
+/// [`s_server`] run through `program` (a copy of the openssl binary under another name, to
+/// look like another process to the probes' allow-list).
+pub fn s_server_as(
+    pair: &NetnsPair,
+    program: &str,
+    args: &[&str],
+) -> Result<(Killed, BufReader<ChildStdout>)> {
     let mut server = Killed(
-        pair.command(Side::Server, "openssl")
+        pair.command(Side::Server, program)
             .arg("s_server")
             .args(args)
             .stdin(Stdio::piped())
