@@ -54,6 +54,31 @@ pub fn s_server_as(
     Ok((server, out))
 }
 
+/// Starts the probe holder `bin` (the `tls-hold` binary: `env!("CARGO_BIN_EXE_tls-hold")`)
+/// with the allow-list `comms` and waits for its `ready` line. Returns it, the number of
+/// library files it attached and its program ids.
+pub fn tls_hold(bin: &str, comms: &[&str]) -> Result<(Killed, u32, Vec<u32>)> {
+    let mut h = Killed(
+        std::process::Command::new(bin)
+            .args(comms)
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("start tls-hold")?,
+    );
+    let mut line = String::new();
+    BufReader::new(h.0.stdout.take().context("stdout")?).read_line(&mut line)?;
+    let fields: Vec<u32> = line
+        .strip_prefix("ready ")
+        .with_context(|| format!("tls-hold said {line:?}"))?
+        .split_whitespace()
+        .map(|s| s.parse())
+        .collect::<Result<_, _>>()?;
+    let Some((&files, ids)) = fields.split_first() else {
+        bail!("tls-hold said {line:?}");
+    };
+    Ok((h, files, ids.to_vec()))
+}
+
 /// How many of the programs `ids` the kernel still has loaded.
 pub fn programs_loaded(ids: &[u32]) -> usize {
     aya::programs::loaded_programs()

@@ -12,7 +12,6 @@
 //! the 1 MiB message must arrive byte-identical with the probes attached.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -28,7 +27,9 @@ use mxcert_system_tests::mta::{
 };
 use mxcert_system_tests::netns::{NetnsPair, Side};
 use mxcert_system_tests::tlswire::{connections, contains, tls_direction};
-use mxcert_system_tests::uprobe::{der_hashes, pem_ders, programs_loaded, s_server_as, Killed};
+use mxcert_system_tests::uprobe::{
+    der_hashes, pem_ders, programs_loaded, s_server_as, tls_hold, Killed,
+};
 
 /// The tests of this file run one at a time: two Postfix pairs plus probe holders at once
 /// slow the user-space reading of the ring on a 2-core machine (see `postfix_tls13_...`).
@@ -412,25 +413,9 @@ fn idle_smtpd(pair: &NetnsPair, dir: &Path) -> Killed {
 /// Starts the probe holder (`tls-hold`, allow-list = the MTA names) and returns it with its
 /// program ids once it attached to libssl and libcrypto.
 fn holder() -> (Killed, Vec<u32>) {
-    let mut h = Killed(
-        Command::new(env!("CARGO_BIN_EXE_tls-hold"))
-            .args(DEFAULT_COMMS)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start tls-hold"),
-    );
-    let mut line = String::new();
-    BufReader::new(h.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("read ready line");
-    let fields: Vec<u32> = line
-        .strip_prefix("ready ")
-        .unwrap_or_else(|| panic!("tls-hold said {line:?}"))
-        .split_whitespace()
-        .map(|s| s.parse().unwrap())
-        .collect();
-    assert!(fields[0] >= 2, "libssl and libcrypto attached: {line}");
-    (h, fields[1..].to_vec())
+    let (h, files, ids) = tls_hold(env!("CARGO_BIN_EXE_tls-hold"), &DEFAULT_COMMS).unwrap();
+    assert!(files >= 2, "libssl and libcrypto attached");
+    (h, ids)
 }
 
 /// The probes' holder ends by SIGTERM, then by SIGKILL, while Postfix delivers over TLS 1.3:
