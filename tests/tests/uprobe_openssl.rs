@@ -20,7 +20,7 @@ use mxcert_system_tests::ebpf::require_ebpf;
 use mxcert_system_tests::netns::{NetnsPair, Side};
 use mxcert_system_tests::repo_root;
 use mxcert_system_tests::uprobe::{
-    assert_no_cleartext_certificates, ca_bundle_noise, hashes, intermediates, pem_ders,
+    assert_no_cleartext_certificates, ca_bundle_noise, chain_ders, der_hashes, intermediates,
     programs_loaded, s_server, Killed,
 };
 
@@ -40,8 +40,8 @@ fn openssl_tls13_chains_are_read_through_the_library() {
     let cli_int = tmp.join("cli-int.pem");
     intermediates(&certs.join(format!("{srv}.chain.pem")), &srv_int);
     intermediates(&certs.join(format!("{cli}.chain.pem")), &cli_int);
-    let want_server = hashes(&pem_ders(&certs.join(format!("{srv}.chain.pem"))));
-    let want_client = hashes(&pem_ders(&certs.join(format!("{cli}.chain.pem"))));
+    let want_server = der_hashes(&chain_ders(&certs.join(format!("{srv}.chain.pem"))));
+    let want_client = der_hashes(&chain_ders(&certs.join(format!("{cli}.chain.pem"))));
     assert_eq!((want_server.len(), want_client.len()), (2, 2));
     let p = |f: &str| -> String { certs.join(f).to_str().unwrap().to_string() };
     let s = |f: &PathBuf| -> String { f.to_str().unwrap().to_string() };
@@ -185,8 +185,8 @@ fn openssl_tls13_chains_are_read_through_the_library() {
         .iter()
         .find(|c| c.local == Some(server_addr))
         .expect("the chain s_server received, tied to its connection");
-    assert_eq!(hashes(&got_by_client.ders), want_server);
-    assert_eq!(hashes(&got_by_server.ders), want_client);
+    assert_eq!(der_hashes(&got_by_client.ders), want_server);
+    assert_eq!(der_hashes(&got_by_server.ders), want_client);
     assert!(!got_by_client.truncated && !got_by_server.truncated);
     assert_eq!(got_by_client.flow(), got_by_server.flow(), "same 4-tuple");
     assert_eq!(got_by_client.comm, "openssl");
