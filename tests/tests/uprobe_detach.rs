@@ -94,9 +94,11 @@ fn sigkill_of_the_holder_removes_the_uprobes() {
         .collect();
     let (files, ids) = (fields[0], &fields[1..]);
     assert_eq!(files, 2, "libssl and libcrypto of s_server attached");
-    assert_eq!(ids.len(), 4);
-    // 9 SSL_* entry points + SSL_set_bio in libssl, d2i_X509 + BIO_int_ctrl in libcrypto.
-    assert_eq!(links_of(ids), 12, "uprobe links while the holder runs");
+    // 6 uprobe programs + the exec/exit raw tracepoints.
+    assert_eq!(ids.len(), 8);
+    // 9 SSL_* entry points + SSL_set_bio + entry and return of SSL_get0/1_peer_certificate in
+    // libssl, d2i_X509 + BIO_int_ctrl in libcrypto, and the 2 raw tracepoints.
+    assert_eq!(links_of(ids), 18, "uprobe links while the holder runs");
 
     assert!(handshake(&pair), "handshake with the probes attached");
     holder.0.kill().expect("SIGKILL");
