@@ -1,8 +1,9 @@
 //! Helpers for the TLS-library uprobe tests (tests/tests/uprobe_*.rs): an `openssl s_server`
 //! in a namespace, a child killed on drop, and the kernel's view of loaded programs.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdout, Stdio};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
@@ -48,4 +49,42 @@ pub fn programs_loaded(ids: &[u32]) -> usize {
         .filter_map(Result::ok)
         .filter(|p| ids.contains(&p.id()))
         .count()
+}
+
+/// The DER certificates of a PEM file, in file order (through `openssl x509`, one per block).
+pub fn pem_ders(path: &Path) -> Vec<Vec<u8>> {
+    let text = std::fs::read_to_string(path).expect("read PEM");
+    let end = "-----END CERTIFICATE-----";
+    text.split_inclusive(end)
+        .filter(|b| b.contains(end))
+        .map(|block| {
+            let mut child = Command::new("openssl")
+                .args(["x509", "-outform", "DER"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("openssl x509");
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(block.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "openssl x509 on {}", path.display());
+            out.stdout
+        })
+        .collect()
+}
+
+pub fn hashes(ders: &[Vec<u8>]) -> Vec<[u8; 32]> {
+    ders.iter().map(|d| crate::ebpf::sha256(d)).collect()
+}
+
+/// Writes the intermediates of `chain_pem` (every block after the leaf) to `out`.
+pub fn intermediates(chain_pem: &Path, out: &Path) {
+    let text = std::fs::read_to_string(chain_pem).unwrap();
+    let begin = "-----BEGIN CERTIFICATE-----";
+    let second = text[1..].find(begin).expect("a chain with an intermediate") + 1;
+    std::fs::write(out, &text[second..]).unwrap();
 }

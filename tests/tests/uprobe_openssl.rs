@@ -9,57 +9,21 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mxcert::capture::tlslib::{PeerChain, TlsProbes};
-use mxcert_system_tests::ebpf::{require_ebpf, sha256};
+use mxcert_system_tests::ebpf::require_ebpf;
 use mxcert_system_tests::netns::{NetnsPair, Side};
 use mxcert_system_tests::repo_root;
-use mxcert_system_tests::uprobe::{programs_loaded, s_server, Killed};
+use mxcert_system_tests::uprobe::{
+    hashes, intermediates, pem_ders, programs_loaded, s_server, Killed,
+};
 
 const PORT: u16 = 4433;
-
-/// The DER certificates of a PEM file, in file order (through `openssl x509`, one per block).
-fn pem_ders(path: &Path) -> Vec<Vec<u8>> {
-    let text = std::fs::read_to_string(path).expect("read PEM");
-    let end = "-----END CERTIFICATE-----";
-    text.split_inclusive(end)
-        .filter(|b| b.contains(end))
-        .map(|block| {
-            let mut child = Command::new("openssl")
-                .args(["x509", "-outform", "DER"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("openssl x509");
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(block.as_bytes())
-                .unwrap();
-            let out = child.wait_with_output().unwrap();
-            assert!(out.status.success(), "openssl x509 on {}", path.display());
-            out.stdout
-        })
-        .collect()
-}
-
-fn hashes(ders: &[Vec<u8>]) -> Vec<[u8; 32]> {
-    ders.iter().map(|d| sha256(d)).collect()
-}
-
-/// Writes the intermediates of `chain_pem` (every block after the leaf) to `out`.
-fn intermediates(chain_pem: &Path, out: &Path) {
-    let text = std::fs::read_to_string(chain_pem).unwrap();
-    let begin = "-----BEGIN CERTIFICATE-----";
-    let second = text[1..].find(begin).expect("a chain with an intermediate") + 1;
-    std::fs::write(out, &text[second..]).unwrap();
-}
 
 #[test]
 fn openssl_tls13_chains_are_read_through_the_library() {

@@ -34,6 +34,10 @@ pub const CAP_BPF: Cap = Cap {
 /// "perfmon" programs (CAP_PERFMON; kernel/bpf/syscall.c, `bpf_token_capable`). Before 5.8
 /// all of this was CAP_SYS_ADMIN, which still implies CAP_BPF and CAP_PERFMON.
 pub const EBPF_CAPS: [Cap; 3] = [CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON];
+/// What the TLS-library probes need: loading programs and maps (CAP_BPF), and uprobes,
+/// tracepoints and reading user memory from BPF (CAP_PERFMON; kernel/events/core.c
+/// `perf_event_open`, kernel/trace/bpf_trace.c).
+pub const TLS_LIBRARY_CAPS: [Cap; 2] = [CAP_BPF, CAP_PERFMON];
 /// What the libpcap backend needs: an AF_PACKET socket (net/packet/af_packet.c,
 /// `packet_create`).
 pub const PCAP_CAPS: [Cap; 1] = [CAP_NET_RAW];
