@@ -3,6 +3,8 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -247,13 +249,15 @@ enum Progress {
 }
 
 /// Exit codes: 0 success (also when a capture was truncated: what could be read is reported),
-/// 1 output failure, 2 unusable input or usage.
+/// 1 output failure, 2 unusable input or usage, 130 `read` interrupted by SIGINT/SIGTERM (what
+/// was read is written first).
 fn main() -> ExitCode {
     let cli = Cli::parse_from(capture_cmd::layered_argv());
     match cli.command {
         Command::Capture(args) => capture_cmd::main(*args),
         Command::Read(args) => match read(*args) {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(Finished::Complete) => ExitCode::SUCCESS,
+            Ok(Finished::Interrupted) => ExitCode::from(130),
             Err(e) => {
                 eprintln!("mxcert: error: {e:#}");
                 if e.downcast_ref::<CaptureError>().is_some()
@@ -304,8 +308,25 @@ fn main() -> ExitCode {
     }
 }
 
-fn read(args: ReadArgs) -> anyhow::Result<()> {
+/// How a `read` run ended.
+enum Finished {
+    Complete,
+    /// SIGINT/SIGTERM: reading stopped early; sessions open then were recorded and every output
+    /// flushed (the ClickHouse spool included), as at the end of a capture.
+    Interrupted,
+}
+
+fn read(args: ReadArgs) -> anyhow::Result<Finished> {
     let c = &args.common;
+    // A signal stops reading instead of killing the process: records still queued for the
+    // ClickHouse writer or in the JSON buffer would be lost otherwise.
+    let stop = Arc::new(AtomicBool::new(false));
+    // A second signal while flushing kills, as an impatient operator expects.
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&stop))
+            .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&stop)))
+            .context("installing signal handlers")?;
+    }
     let cfg = Config {
         ports: PortSet::new(&c.ports),
         local_nets: c.local_net.clone(),
@@ -326,7 +347,11 @@ fn read(args: ReadArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut truncated = Vec::new();
     let mut total_bytes = 0u64;
+    let mut interrupted = None;
     for (path, mut reader) in args.files.iter().zip(readers) {
+        if interrupted.is_some() {
+            break;
+        }
         let bar = progress_bar(c.progress, path, reader.total_len());
         let mut n = 0u64;
         loop {
@@ -336,6 +361,10 @@ fn read(args: ReadArgs) -> anyhow::Result<()> {
                         .packet(&pkt, &mut sink)
                         .context("writing records")?;
                     n += 1;
+                    if n % 1024 == 0 && stop.load(Ordering::Relaxed) {
+                        interrupted = Some(format!("{} after {n} packets", path.display()));
+                        break;
+                    }
                     if n % 8192 == 0 {
                         if let Some(b) = &bar {
                             b.set_position(reader.bytes_read());
@@ -358,6 +387,11 @@ fn read(args: ReadArgs) -> anyhow::Result<()> {
             b.finish_and_clear();
         }
     }
+    if let Some(at) = &interrupted {
+        eprintln!(
+            "mxcert: interrupted: stopped reading {at}; recording the sessions open at that point and flushing the outputs"
+        );
+    }
     pipeline.finish(&mut sink).context("writing records")?;
     let outputs = sink.describe();
     let ch_stats = sink.close();
@@ -368,7 +402,11 @@ fn read(args: ReadArgs) -> anyhow::Result<()> {
             eprintln!("  clickhouse    {st}");
         }
     }
-    Ok(())
+    Ok(if interrupted.is_some() {
+        Finished::Interrupted
+    } else {
+        Finished::Complete
+    })
 }
 
 mod mxcert_schema_cmd;

@@ -19,8 +19,9 @@ The impact report: what breaks, for whom, from when.
 
 Reads the records of `mxcert read` and writes four sections, each with sessions, distinct peers
 and share of traffic:
-  coverage                 inspected (certificate seen) / TLS 1.3 uninspectable / no TLS /
-                           incomplete (TLS ended before the server's certificate)
+  coverage                 inspected (certificate seen on the wire) / TLS 1.3 seen through the
+                           MTA's TLS library / TLS 1.3 uninspectable / no TLS / incomplete
+                           (TLS ended before the server's certificate)
   inbound client certs     senders presenting client certificates: without clientAuth (rejected
                            now by an EKU-enforcing receiver), with clientAuth they will lose
                            (public CA sunset, with dates), expired at AT

@@ -1,6 +1,6 @@
 -- Load a records file written by `mxcert read --out FILE` (JSON lines) into the tables of
--- 001_init.sql, on the current engine (clickhouse-local, clickhouse-client with a server-side
--- file, or chdb). The streaming sink writes the same rows; this is for runs made without
+-- 001_init.sql and 002_library_chains.sql, on the current engine (clickhouse-local,
+-- clickhouse-client with a server-side file, or chdb). The streaming sink writes the same rows; this is for runs made without
 -- --clickhouse and for the query-pack tests. Placeholders: {file} (path readable by the
 -- server), {sensor} (a quoted string literal naming the gateway).
 --
@@ -39,7 +39,10 @@ SELECT
     JSONExtractString(line, 'outcome'),
     JSONExtract(line, 'midstream', 'UInt8'),
     JSONExtractUInt(line, 'packets'),
-    JSONExtractUInt(line, 'bytes')
+    JSONExtractUInt(line, 'bytes'),
+    JSONExtractString(line, 'tls', 'chain_source'),
+    JSONExtract(line, 'tls', 'resumed', 'UInt8'),
+    JSONExtractString(line, 'tls', 'resumed_from')
 FROM file({file}, 'LineAsString')
 WHERE JSONExtractString(line, 'record') = 'session';
 

@@ -207,7 +207,9 @@ fn q5(d: &Data) -> Vec<Value> {
         let v = s(r, &["tls", "version"]);
         let cov = if s(r, &["outcome"]) == "no_tls" {
             "no TLS"
-        } else if v == "TLS1.3" {
+        } else if v == "TLS1.3" && matches!(s(r, &["tls", "chain_source"]), "uprobe" | "resumed") {
+            "TLS1.3 via TLS library"
+        } else if v == "TLS1.3" && s(r, &["tls", "chain_source"]).is_empty() {
             "uninspectable (TLS1.3)"
         } else if v.is_empty() {
             "unknown"

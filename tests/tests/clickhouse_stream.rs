@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use mxcert::sink::clickhouse::rows::rfc3339_to_ms;
+use mxcert::sink::clickhouse::schema;
 use mxcert_system_tests::clickhouse::{
     count, fixture_captures, mxcert_bin, read_jsonl, schema_apply, skip_or_fail, Server,
     SERVER_PASSWORD,
@@ -46,7 +47,7 @@ fn records_stream_into_clickhouse_18_and_the_spool_and_errors_behave() {
     let server = Server::start(PORT).expect("private clickhouse-server starts");
     let url = server.url();
     let first = schema_apply(&url);
-    assert!(first.contains("applied migration(s) [1]"), "{first}");
+    assert!(first.contains("applied migration(s) [1, 2]"), "{first}");
     assert!(
         first.contains("compat-18.16"),
         "18.16 gets the compatible variant: {first}"
@@ -55,7 +56,7 @@ fn records_stream_into_clickhouse_18_and_the_spool_and_errors_behave() {
     assert!(again.contains("is current"), "apply is idempotent: {again}");
     assert_eq!(
         count(&server, "SELECT count() FROM mxcert.schema_migrations"),
-        1
+        schema::MIGRATIONS.len() as u64
     );
 
     let dir = std::env::temp_dir().join(format!("mxch-stream-{}", std::process::id()));

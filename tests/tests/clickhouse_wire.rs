@@ -6,7 +6,7 @@
 
 use std::process::Command;
 
-use mxcert::sink::clickhouse::schema::{self, MIGRATIONS};
+use mxcert::sink::clickhouse::schema;
 use mxcert_system_tests::clickhouse::{
     fixture_captures, fixture_records, modern_schema, mxcert_bin, skip_or_fail, spool_to_rowbinary,
     Chdb,
@@ -65,7 +65,7 @@ fn spooled_rowbinary_rows_equal_the_json_records_in_the_modern_schema() {
         setup.push(format!(
             "INSERT INTO wire.{table} SELECT * FROM file('{}', RowBinary, '{}')",
             path.display(),
-            schema::structure(MIGRATIONS[0].modern, table).replace('\'', "\\'")
+            schema::structure(&schema::modern_ddl(), table).replace('\'', "\\'")
         ));
     }
     setup.push("USE mxcert".into());

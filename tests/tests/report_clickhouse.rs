@@ -271,9 +271,15 @@ fn report_numbers_agree_with_the_query_pack() {
             n(&cov["tls13_uninspectable"]),
             "Q5 {dir} TLS 1.3"
         );
+        assert_eq!(
+            get("TLS1.3 via TLS library"),
+            n(&cov["tls13_library"]),
+            "Q5 {dir} TLS 1.3 through the library"
+        );
         // Q5 splits the rest by negotiated version (unknown: no ServerHello); the report by
         // whether the server's certificate was seen. Both partition the same sessions.
-        let versions = total - get("no TLS") - get("uninspectable (TLS1.3)");
+        let versions =
+            total - get("no TLS") - get("uninspectable (TLS1.3)") - get("TLS1.3 via TLS library");
         assert_eq!(
             versions,
             n(&cov["inspected"]) + n(&cov["incomplete"]),

@@ -84,8 +84,8 @@ pub fn queries(d: Dialect, w: &Window, sensor: Option<&str>) -> [String; 3] {
         "SELECT concat(sensor, '/', session_id) AS session_id, toString({ts}) AS ts_ms, \
          {cip} AS client_ip, {sip} AS server_ip, server_port, toString(direction) AS direction, \
          banner_host, ehlo, starttls_offered, implicit_tls, tls_version, cipher, sni, \
-         cert_requested, client_cert_presented, server_chain, client_chain, \
-         toString(outcome) AS outcome \
+         cert_requested, client_cert_presented, server_chain, client_chain, chain_source, \
+         resumed, toString(outcome) AS outcome \
          FROM sessions FINAL WHERE {f} ORDER BY ts, session_id LIMIT {limit}",
         ts = d.ms("ts"),
         cip = d.ip("client_ip"),
@@ -159,6 +159,8 @@ pub fn record(kind: usize, r: &Value) -> Option<Value> {
                 "client_cert_presented": flag(&r["client_cert_presented"]),
                 "server_chain": r["server_chain"],
                 "client_chain": r["client_chain"],
+                "chain_source": text(&r["chain_source"]),
+                "resumed": flag(&r["resumed"]).as_bool().unwrap_or(false),
             },
             "outcome": r["outcome"],
         }),
@@ -288,8 +290,11 @@ mod tests {
             "server_ip":"198.18.0.1","server_port":25,"direction":"inbound","banner_host":"",
             "ehlo":"client.test.example","starttls_offered":1,"implicit_tls":0,"tls_version":"TLS1.2",
             "cipher":"","sni":"mx.test.example","cert_requested":null,"client_cert_presented":0,
-            "server_chain":["aa"],"client_chain":[],"outcome":"established"});
+            "server_chain":["aa"],"client_chain":[],"chain_source":"uprobe","resumed":1,
+            "outcome":"established"});
         let rec = record(0, &row).unwrap();
+        assert_eq!(rec["tls"]["chain_source"], "uprobe");
+        assert_eq!(rec["tls"]["resumed"], true);
         assert_eq!(rec["ts"], "2026-11-23T12:09:19.756Z");
         assert_eq!(rec["smtp"]["banner_host"], Value::Null);
         assert_eq!(rec["smtp"]["starttls_offered"], true);
@@ -299,6 +304,14 @@ mod tests {
         ds.add_json_line(&rec.to_string(), &Window::default());
         assert_eq!(ds.sessions.len(), 1);
         assert_eq!(ds.skipped_lines, 0);
+        assert_eq!(ds.sessions[0].tls.chain_source.as_deref(), Some("uprobe"));
+        // A row without the 002 columns (older schema read through a view) still loads.
+        let old = record(
+            0,
+            &json!({"ts_ms":"1795435759756","server_chain":[],"client_chain":[]}),
+        )
+        .unwrap();
+        assert_eq!(old["tls"]["resumed"], false);
     }
 
     #[test]

@@ -636,8 +636,8 @@ pub fn render(r: &Report) -> String {
         "inspected (certificates seen)",
         pct(cov.rows.first().map_or(0.0, |c| c.share)),
         &format!(
-            "{} TLS 1.3, {} without TLS, {} incomplete",
-            cov.tls13_uninspectable, cov.no_tls, cov.incomplete
+            "{} TLS 1.3 via the TLS library, {} TLS 1.3 not seen, {} without TLS, {} incomplete",
+            cov.tls13_library, cov.tls13_uninspectable, cov.no_tls, cov.incomplete
         ),
         false,
     );

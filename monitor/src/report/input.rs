@@ -156,6 +156,12 @@ pub struct TlsIn {
     pub server_chain: Vec<Sym>,
     #[serde(default)]
     pub client_chain: Vec<Sym>,
+    /// `wire`, `uprobe` (TLS 1.3 through the MTA's TLS library), `resumed`; None: no chain seen
+    /// (records written before issue #8 have no key: their chains are wire chains).
+    #[serde(default)]
+    pub chain_source: Option<Sym>,
+    #[serde(default)]
+    pub resumed: bool,
 }
 
 /// A session record as the report reads it.

@@ -145,7 +145,10 @@ pub struct Coverage {
     pub peers: u64,
     /// TLS handshake seen up to the server's certificate (or completed): assessed.
     pub inspected: u64,
-    /// TLS 1.3: certificates encrypted on the wire.
+    /// TLS 1.3 whose chains were read in the MTA's TLS library (`mxcert capture
+    /// --tls-library`) or carried over from the full handshake a resumed session named.
+    pub tls13_library: u64,
+    /// TLS 1.3: certificates encrypted on the wire, and not seen through the library.
     pub tls13_uninspectable: u64,
     /// TLS never started.
     pub no_tls: u64,
@@ -402,8 +405,14 @@ fn is_out(s: &SessionIn) -> bool {
 pub fn coverage_class(s: &SessionIn) -> &'static str {
     if s.outcome == "no_tls" {
         "no_tls"
-    } else if s.tls.version.as_deref() == Some("TLS1.3") && s.tls.server_chain.is_empty() {
-        "tls13_uninspectable"
+    } else if s.tls.version.as_deref() == Some("TLS1.3") {
+        match s.tls.chain_source.as_deref() {
+            Some("uprobe" | "resumed") => "tls13_library",
+            // Older records carry no chain_source: a wire chain is one with certificates.
+            Some("wire") => "inspected",
+            _ if !s.tls.server_chain.is_empty() => "inspected",
+            _ => "tls13_uninspectable",
+        }
     } else if !s.tls.server_chain.is_empty() || s.outcome == "established" {
         "inspected"
     } else {
@@ -614,22 +623,29 @@ fn coverage(ds: &Dataset) -> Coverage {
     }
     let n = all.sessions;
     let get = |k: &str| by.get(k).map_or(0, |t| t.sessions);
-    let rows = ["inspected", "tls13_uninspectable", "no_tls", "incomplete"]
-        .iter()
-        .map(|&category| {
-            let c = by.get(category).map(|t| t.count(n)).unwrap_or_default();
-            CoverageRow {
-                category,
-                sessions: c.sessions,
-                peers: c.peers,
-                share: c.share,
-            }
-        })
-        .collect();
+    let rows = [
+        "inspected",
+        "tls13_library",
+        "tls13_uninspectable",
+        "no_tls",
+        "incomplete",
+    ]
+    .iter()
+    .map(|&category| {
+        let c = by.get(category).map(|t| t.count(n)).unwrap_or_default();
+        CoverageRow {
+            category,
+            sessions: c.sessions,
+            peers: c.peers,
+            share: c.share,
+        }
+    })
+    .collect();
     Coverage {
         sessions: n,
         peers: all.peers.len() as u64,
         inspected: get("inspected"),
+        tls13_library: get("tls13_library"),
         tls13_uninspectable: get("tls13_uninspectable"),
         no_tls: get("no_tls"),
         incomplete: get("incomplete"),
@@ -848,8 +864,13 @@ fn strict(cx: &Ctx) -> StrictSection {
         dest.sessions += 1;
         let (failures, unknown) = cx.strict_failures(s);
         let Some((first, first_detail, _)) = failures.first() else {
-            let class = coverage_class(s);
-            if unknown || class != "inspected" {
+            // A TLS 1.3 chain read in the library is assessed like a wire one.
+            let assessable = match coverage_class(s) {
+                "inspected" => true,
+                "tls13_library" => !s.tls.server_chain.is_empty(),
+                _ => false,
+            };
+            if unknown || !assessable {
                 na.add(&peer);
                 dest.not_assessable += 1;
             } else {
@@ -1061,8 +1082,14 @@ fn caveats(ds: &Dataset, cov: &Coverage, policy: &Option<Policy>) -> Vec<String>
     ];
     if cov.tls13_uninspectable > 0 {
         c.push(format!(
-            "{} session(s) used TLS 1.3: their certificates are encrypted on the wire, so they appear only in coverage (and as not assessable).",
+            "{} session(s) used TLS 1.3: their certificates are encrypted on the wire and were not read through the MTA's TLS library (`mxcert capture --tls-library`), so they appear only in coverage (and as not assessable).",
             cov.tls13_uninspectable
+        ));
+    }
+    if cov.tls13_library > 0 {
+        c.push(format!(
+            "{} TLS 1.3 session(s) were assessed on chains read in the MTA's TLS library (or carried over from the full handshake they resumed): the peer's chain as the library received it; our own certificate is not read there.",
+            cov.tls13_library
         ));
     }
     if !ds.sessions.is_empty() && ds.finding_records == 0 {

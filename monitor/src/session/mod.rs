@@ -9,7 +9,8 @@
 
 pub mod record;
 
-use std::net::IpAddr;
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
 
 use hashbrown::HashMap;
 use sha2::{Digest, Sha256};
@@ -19,7 +20,7 @@ use crate::classify::{Classifier, KnownCert};
 use crate::reassembly::{Delivery, Stream};
 use crate::sink::{Sink, SinkError};
 use crate::smtp::{ClientEvent, Line, LineSplitter, Smtp};
-use crate::tls::{looks_like_tls, CertObserver, Side, Tls};
+use crate::tls::{looks_like_tls, CertObserver, Side, Tls, MAX_CHAIN};
 use crate::x509::{CertificateRecord, Fingerprint};
 
 pub use record::{Outcome, SessionRecord};
@@ -43,6 +44,23 @@ pub struct Config {
     /// Queue [`FlowEvent`]s for a live source (see [`Pipeline::drain_flow_events`]); off for
     /// capture files, where nobody drains them.
     pub flow_events: bool,
+    /// How long a TLS 1.3 session record without wire chains waits for the chains read in the
+    /// MTA's TLS library ([`Pipeline::attach_chain`]) before it is emitted without them. `None`
+    /// (capture files, probes off): emitted at once, as nothing will attach to it.
+    pub library_wait: Option<Nanos>,
+}
+
+/// A certificate chain read from the MTA's TLS library for one TCP connection.
+#[derive(Debug, Clone, Copy)]
+pub struct LibraryChain<'a> {
+    /// The endpoint of the process that received the chain, and its peer (who sent it).
+    pub receiver: SocketAddr,
+    pub sender: SocketAddr,
+    /// DER certificates as the sender sent them, leaf first. Empty: the library finished the
+    /// handshake and the peer sent no certificate.
+    pub ders: &'a [Vec<u8>],
+    /// Some certificate was cut at the kernel's copy bound.
+    pub truncated: bool,
 }
 
 /// What a live source learns about a connection, so it can stop copying it
@@ -73,6 +91,7 @@ impl Default for Config {
             idle_timeout: 300 * 1_000_000_000,
             max_known_certs: 100_000,
             flow_events: false,
+            library_wait: None,
         }
     }
 }
@@ -134,6 +153,19 @@ pub struct Stats {
     pub gaps: u64,
     pub smtp_long_lines: u64,
     pub flow_events_dropped: u64,
+    /// Library chains attached to a session record.
+    pub library_chains: u64,
+    /// Library chains whose connection is not in the flow table (never seen on the wire, or
+    /// forgotten already).
+    pub library_chains_unmatched: u64,
+    /// Library chains that arrived after their session record was emitted.
+    pub library_chains_late: u64,
+    /// Library chains with a certificate cut at the kernel's copy bound (its fingerprint is of
+    /// the bytes copied).
+    pub library_chains_truncated: u64,
+    /// TLS 1.3 records emitted without waiting for library chains because `max_flows` records
+    /// were held already.
+    pub held_records_overflow: u64,
 }
 
 /// Canonical 4-tuple: the lower (address, port) first, so both directions find one entry.
@@ -144,6 +176,14 @@ struct FlowKey {
 }
 
 impl FlowKey {
+    fn new(a: (IpAddr, u16), b: (IpAddr, u16)) -> FlowKey {
+        if a <= b {
+            FlowKey { lo: a, hi: b }
+        } else {
+            FlowKey { lo: b, hi: a }
+        }
+    }
+
     fn tuple(&self) -> FlowTuple {
         FlowTuple {
             lo: self.lo.into(),
@@ -152,13 +192,7 @@ impl FlowKey {
     }
 
     fn of(seg: &TcpSegment<'_>) -> FlowKey {
-        let a = (seg.src, seg.sport);
-        let b = (seg.dst, seg.dport);
-        if a <= b {
-            FlowKey { lo: a, hi: b }
-        } else {
-            FlowKey { lo: b, hi: a }
-        }
+        FlowKey::new((seg.src, seg.sport), (seg.dst, seg.dport))
     }
 }
 
@@ -228,6 +262,23 @@ struct Flow {
     rst: bool,
     packets: u64,
     bytes: u64,
+    /// Chains from the TLS library that arrived while the flow was still being parsed.
+    lib: LibChains,
+}
+
+/// Certificate chains read in the TLS library, by role ([`CLIENT`], [`SERVER`]: who sent it).
+/// `Some(empty)`: the library finished the handshake and that peer sent no certificate.
+type LibChains = [Option<Vec<Fingerprint>>; 2];
+
+/// A TLS 1.3 session record waiting for its library chains (see [`Config::library_wait`]).
+struct Held {
+    rec: SessionRecord,
+    first_ts: Nanos,
+    client: (IpAddr, u16),
+    server: (IpAddr, u16),
+    lib: LibChains,
+    /// Tells this record's entry in [`Pipeline::held_order`] from an older one of the same key.
+    seq: u64,
 }
 
 /// How long a closed flow's tombstone outlives its last packet (TCP's TIME_WAIT is 2×MSL; a
@@ -287,6 +338,12 @@ pub struct Pipeline {
     /// A forward time jump larger than the idle timeout waiting for confirmation.
     jump: Option<Nanos>,
     events: Vec<FlowEvent>,
+    /// TLS 1.3 records waiting for library chains, at most `max_flows` of them.
+    held: HashMap<FlowKey, Held>,
+    /// (deadline, key, seq) in the order records were held; `library_wait` is constant and the
+    /// clock never goes back, so deadlines are in order too and the due ones are at the front.
+    held_order: VecDeque<(Nanos, FlowKey, u64)>,
+    held_seq: u64,
 }
 
 impl Pipeline {
@@ -315,6 +372,9 @@ impl Pipeline {
             jump: None,
             classifier,
             events: Vec::new(),
+            held: HashMap::new(),
+            held_order: VecDeque::new(),
+            held_seq: 0,
         }
     }
 
@@ -347,7 +407,7 @@ impl Pipeline {
             self.last_sweep = self.now;
             self.sweep(sink)?;
         }
-        Ok(())
+        self.release_due(sink)
     }
 
     /// Replaces the classifier (SIGHUP reloads the policy): open flows are kept and classified
@@ -441,6 +501,9 @@ impl Pipeline {
             self.last_sweep = self.now;
             self.sweep(sink)?;
         }
+        if !self.held.is_empty() {
+            self.release_due(sink)?;
+        }
         let key = FlowKey::of(seg);
         let flags = seg.flags;
         let fresh_syn = flags.syn() && !flags.ack();
@@ -480,6 +543,11 @@ impl Pipeline {
             if self.flows.len() >= self.cfg.max_flows {
                 self.stats.flows_dropped_table_full += 1;
                 return Ok(());
+            }
+            // A new connection on the 4-tuple of a record still waiting for library chains:
+            // that record goes first, so chains arriving from now on belong to the new one.
+            if let Some(h) = self.held.remove(&key) {
+                self.emit(h.rec, h.first_ts, &h.lib, sink)?;
             }
             let flow = self.new_flow(ts, seg);
             self.stats.flows += 1;
@@ -544,6 +612,7 @@ impl Pipeline {
             rst: false,
             packets: 0,
             bytes: 0,
+            lib: [None, None],
         });
         flow.parse.midstream = midstream;
         if midstream {
@@ -613,6 +682,12 @@ impl Pipeline {
         let keys: Vec<FlowKey> = self.flows.keys().copied().collect();
         self.finish_keys(keys, false, sink)?;
         self.flows.clear();
+        let mut held: Vec<Held> = self.held.drain().map(|(_, h)| h).collect();
+        self.held_order.clear();
+        held.sort_by_key(|h| (h.first_ts, h.client, h.server));
+        for h in held {
+            self.emit(h.rec, h.first_ts, &h.lib, sink)?;
+        }
         self.stats.certificate_parse_errors = self.certs.parse_errors;
         self.stats.known_certs_resets = self.certs.resets;
         sink.flush()
@@ -657,17 +732,144 @@ impl Pipeline {
             self.stats.flows_capped += 1;
         }
         let rec = self.record(&flow);
+        let lib = std::mem::take(&mut flow.lib);
+        if let Some(wait) = self.cfg.library_wait {
+            // Only TLS 1.3 hides its certificates from the wire (RFC 8446 §4.4.2: Certificate
+            // is encrypted); a record still missing a role's library chain waits for it.
+            let waits = rec.tls.version == Some("TLS1.3")
+                && rec.tls.chain_source.is_none()
+                && lib.iter().any(Option::is_none);
+            if waits && self.held.len() < self.cfg.max_flows {
+                let key = FlowKey::new(flow.client, flow.server);
+                self.held_seq += 1;
+                self.held_order
+                    .push_back((self.now.saturating_add(wait), key, self.held_seq));
+                self.held.insert(
+                    key,
+                    Held {
+                        rec,
+                        first_ts: flow.first_ts,
+                        client: flow.client,
+                        server: flow.server,
+                        lib,
+                        seq: self.held_seq,
+                    },
+                );
+                return Ok(());
+            }
+            if waits {
+                self.stats.held_records_overflow += 1;
+            }
+        }
+        self.emit(rec, flow.first_ts, &lib, sink)
+    }
+
+    /// The final record: library chains joined in, then summary, sink and classification.
+    fn emit(
+        &mut self,
+        mut rec: SessionRecord,
+        first_ts: Nanos,
+        lib: &LibChains,
+        sink: &mut dyn Sink,
+    ) -> Result<(), SinkError> {
+        join_library(&mut rec, lib);
         self.summary.add(&rec);
         self.stats.sessions += 1;
         sink.session(&rec)?;
         if let Some(c) = self.classifier.as_mut() {
             let known = &self.certs.known;
             let lookup = |fp: &Fingerprint| known.get(fp).cloned().flatten();
-            for f in c.classify(&rec, flow.first_ts.div_euclid(1_000_000_000), &lookup) {
+            for f in c.classify(&rec, first_ts.div_euclid(1_000_000_000), &lookup) {
                 sink.finding(&f)?;
             }
         }
         Ok(())
+    }
+
+    /// Emits the held records whose `library_wait` has passed.
+    fn release_due(&mut self, sink: &mut dyn Sink) -> Result<(), SinkError> {
+        while let Some(&(deadline, key, seq)) = self.held_order.front() {
+            if deadline > self.now {
+                break;
+            }
+            self.held_order.pop_front();
+            if self.held.get(&key).is_some_and(|h| h.seq == seq) {
+                if let Some(h) = self.held.remove(&key) {
+                    self.emit(h.rec, h.first_ts, &h.lib, sink)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A certificate chain read in the MTA's TLS library (TLS 1.3 hides it from the wire). It
+    /// joins the session of its TCP connection: kept on the flow while that is still parsed,
+    /// added to its held record otherwise (released once both roles' chains are there). Chains
+    /// for connections not in the table, or whose record was emitted already, are counted.
+    pub fn attach_chain(
+        &mut self,
+        c: &LibraryChain<'_>,
+        sink: &mut dyn Sink,
+    ) -> Result<(), SinkError> {
+        // A dual-stack socket reports an IPv4 peer as ::ffff:a.b.c.d; the wire has it as IPv4.
+        let ep = |a: SocketAddr| (a.ip().to_canonical(), a.port());
+        let (sender, receiver) = (ep(c.sender), ep(c.receiver));
+        let key = FlowKey::new(sender, receiver);
+        let (client, server) = if let Some(h) = self.held.get(&key) {
+            (h.client, h.server)
+        } else {
+            match self.flows.get(&key) {
+                Some(Slot::Active(f)) => (f.client, f.server),
+                Some(Slot::Done { .. }) => {
+                    self.stats.library_chains_late += 1;
+                    return Ok(());
+                }
+                None => {
+                    self.stats.library_chains_unmatched += 1;
+                    return Ok(());
+                }
+            }
+        };
+        let role = if sender == server && receiver == client {
+            SERVER
+        } else if sender == client && receiver == server {
+            CLIENT
+        } else {
+            self.stats.library_chains_unmatched += 1;
+            return Ok(());
+        };
+        // The same registry as wire certificates: each is emitted once, and classification has
+        // its DER. A truncated one is still identified, by the bytes that were copied.
+        let chain: Vec<Fingerprint> = c
+            .ders
+            .iter()
+            .take(MAX_CHAIN)
+            .map(|der| self.certs.certificate(der))
+            .collect();
+        for rec in self.certs.fresh.drain(..) {
+            self.stats.certificates += 1;
+            sink.certificate(&rec)?;
+        }
+        self.stats.library_chains += 1;
+        if c.truncated {
+            self.stats.library_chains_truncated += 1;
+        }
+        if let Some(h) = self.held.get_mut(&key) {
+            h.lib[role] = Some(chain);
+            if h.lib.iter().all(Option::is_some) {
+                if let Some(h) = self.held.remove(&key) {
+                    self.emit(h.rec, h.first_ts, &h.lib, sink)?;
+                }
+            }
+        } else if let Some(Slot::Active(f)) = self.flows.get_mut(&key) {
+            f.lib[role] = Some(chain);
+        }
+        Ok(())
+    }
+
+    /// Records waiting for library chains.
+    pub fn held_records(&self) -> usize {
+        self.held.len()
     }
 
     /// The classifier, when classification is on (its counters feed the summary).
@@ -716,6 +918,31 @@ impl Pipeline {
             packets: flow.packets,
             bytes: flow.bytes,
         })
+    }
+}
+
+/// Puts the library's chains into a record the wire saw none for (with wire chains, those are
+/// what was sent and stay). A client chain from the library also answers what TLS 1.3 hides:
+/// whether the client presented a certificate, and — as a client sends Certificate only when
+/// asked (RFC 8446 §4.4.2) — that one was requested when it did. A role the library said
+/// nothing about stays unknown.
+fn join_library(rec: &mut SessionRecord, lib: &LibChains) {
+    if rec.tls.chain_source.is_some() || lib.iter().all(Option::is_none) {
+        return;
+    }
+    let t = &mut rec.tls;
+    if let Some(s) = &lib[SERVER] {
+        t.server_chain.clone_from(s);
+    }
+    if let Some(c) = &lib[CLIENT] {
+        t.client_chain.clone_from(c);
+        t.client_cert_presented = Some(!c.is_empty());
+        if !c.is_empty() {
+            t.cert_requested = Some(true);
+        }
+    }
+    if !t.server_chain.is_empty() || !t.client_chain.is_empty() {
+        t.chain_source = Some("uprobe");
     }
 }
 
@@ -924,6 +1151,14 @@ mod tests {
         }
     }
 
+    /// SYN and SYN-ACK.
+    fn open(p: &mut Pipeline, sink: &mut VecSink, port: u16, t0: Nanos) {
+        p.segment(t0, &seg(true, port, 0, TcpFlags::SYN, b""), sink)
+            .unwrap();
+        let syn_ack = seg(false, port, 0, TcpFlags::SYN | TcpFlags::ACK, b"");
+        p.segment(t0, &syn_ack, sink).unwrap();
+    }
+
     /// Greeting, EHLO, a 250 reply without STARTTLS, then MAIL: decided `no_tls` at MAIL.
     fn plaintext_session(p: &mut Pipeline, sink: &mut VecSink, port: u16, t0: Nanos) {
         let steps: [(bool, u32, &[u8]); 4] = [
@@ -932,14 +1167,7 @@ mod tests {
             (false, 23, b"250 mx.example\r\n"),
             (true, 17, b"MAIL FROM:<a@c.example>\r\n"),
         ];
-        p.segment(t0, &seg(true, port, 0, TcpFlags::SYN, b""), sink)
-            .unwrap();
-        p.segment(
-            t0,
-            &seg(false, port, 0, TcpFlags::SYN | TcpFlags::ACK, b""),
-            sink,
-        )
-        .unwrap();
+        open(p, sink, port, t0);
         for (i, (client, seq, data)) in steps.iter().enumerate() {
             let s = seg(*client, port, *seq, TcpFlags::ACK, data);
             p.segment(t0 + i as Nanos, &s, sink).unwrap();
@@ -1116,6 +1344,248 @@ mod tests {
         assert_eq!(p.flows_by_state(), (0, 0));
         assert_eq!(p.stats.flows_idle_expired, 1);
         assert_eq!(sink.sessions.len(), 2);
+    }
+
+    const WAIT: Nanos = 2 * SEC;
+
+    fn client_addr(port: u16) -> SocketAddr {
+        SocketAddr::new("198.18.0.2".parse().unwrap(), port)
+    }
+
+    fn server_addr() -> SocketAddr {
+        "198.18.0.1:25".parse().unwrap()
+    }
+
+    /// A chain the server sent (received by the client's process) or the client sent.
+    fn chain<'a>(port: u16, from_server: bool, ders: &'a [Vec<u8>]) -> LibraryChain<'a> {
+        let (c, s) = (client_addr(port), server_addr());
+        let (sender, receiver) = if from_server { (s, c) } else { (c, s) };
+        LibraryChain {
+            receiver,
+            sender,
+            ders,
+            truncated: false,
+        }
+    }
+
+    fn lib_pipeline(wait: Option<Nanos>) -> Pipeline {
+        Pipeline::new(Config {
+            library_wait: wait,
+            ..Config::default()
+        })
+    }
+
+    /// Start of a TLS 1.3 session (implicit TLS): SYN, SYN-ACK, ClientHello, and the server's
+    /// flight (ServerHello, then encrypted). The flow is still being parsed after it.
+    fn tls13_start(p: &mut Pipeline, sink: &mut VecSink, port: u16, t0: Nanos) -> u32 {
+        use crate::tls::testmsg::*;
+        let ch = record(22, &client_hello(&[], &sni_ext("mx.example")));
+        let mut sf = record(22, &server_hello(0x0303, 0x1301, &SH_TLS13));
+        sf.extend(record(20, &[1]));
+        sf.extend(record(23, &[0x55; 60]));
+        open(p, sink, port, t0);
+        p.segment(t0, &seg(true, port, 1, TcpFlags::ACK, &ch), sink)
+            .unwrap();
+        p.segment(t0, &seg(false, port, 1, TcpFlags::ACK, &sf), sink)
+            .unwrap();
+        1 + ch.len() as u32
+    }
+
+    /// The client's encrypted flight: the handshake is over and the record is decided.
+    fn tls13_end(p: &mut Pipeline, sink: &mut VecSink, port: u16, seq: u32, t: Nanos) {
+        use crate::tls::testmsg::record;
+        p.segment(
+            t,
+            &seg(true, port, seq, TcpFlags::ACK, &record(23, &[7; 40])),
+            sink,
+        )
+        .unwrap();
+    }
+
+    fn tls13_session(p: &mut Pipeline, sink: &mut VecSink, port: u16, t0: Nanos) {
+        let seq = tls13_start(p, sink, port, t0);
+        tls13_end(p, sink, port, seq, t0);
+    }
+
+    fn ders() -> Vec<Vec<u8>> {
+        vec![b"leaf certificate".to_vec(), b"intermediate".to_vec()]
+    }
+
+    #[test]
+    fn tls13_record_is_held_until_both_roles_have_library_chains() {
+        let mut p = lib_pipeline(Some(WAIT));
+        let mut sink = VecSink::default();
+        tls13_session(&mut p, &mut sink, 40000, SEC);
+        assert!(sink.sessions.is_empty());
+        assert_eq!(p.held_records(), 1);
+        let server = ders();
+        p.attach_chain(&chain(40000, true, &server), &mut sink)
+            .unwrap();
+        // One role is not enough; its certificates are out already, once each.
+        assert!(sink.sessions.is_empty());
+        assert_eq!(sink.certificates.len(), 2);
+        p.attach_chain(&chain(40000, false, &[]), &mut sink)
+            .unwrap();
+        assert_eq!(sink.sessions.len(), 1);
+        assert_eq!(p.held_records(), 0);
+        let t = &sink.sessions[0].tls;
+        assert_eq!(t.chain_source, Some("uprobe"));
+        assert_eq!(
+            t.server_chain,
+            server
+                .iter()
+                .map(|d| Fingerprint::of(d))
+                .collect::<Vec<_>>()
+        );
+        assert!(t.client_chain.is_empty());
+        // The library saw the client send nothing; whether it was asked stays unknown.
+        assert_eq!(t.client_cert_presented, Some(false));
+        assert_eq!(t.cert_requested, None);
+        assert_eq!(p.stats.library_chains, 2);
+        assert_eq!(p.summary.outcomes.get("established"), Some(&1));
+        p.finish(&mut sink).unwrap();
+        assert_eq!(sink.sessions.len(), 1);
+        assert_eq!(sink.certificates.len(), 2);
+    }
+
+    #[test]
+    fn client_chain_from_the_library_means_a_certificate_was_requested() {
+        let mut p = lib_pipeline(Some(WAIT));
+        let mut sink = VecSink::default();
+        let seq = tls13_start(&mut p, &mut sink, 40000, SEC);
+        // Chains that arrive while the flow is still parsed stay on the flow.
+        let (server, client) = (ders(), vec![b"client cert".to_vec()]);
+        p.attach_chain(&chain(40000, true, &server), &mut sink)
+            .unwrap();
+        let mut cut = chain(40000, false, &client);
+        cut.truncated = true;
+        p.attach_chain(&cut, &mut sink).unwrap();
+        assert!(sink.sessions.is_empty());
+        tls13_end(&mut p, &mut sink, 40000, seq, SEC);
+        // Both roles were there: nothing to wait for.
+        assert_eq!(p.held_records(), 0);
+        assert_eq!(sink.sessions.len(), 1);
+        let t = &sink.sessions[0].tls;
+        assert_eq!(t.client_chain, vec![Fingerprint::of(b"client cert")]);
+        assert_eq!(t.client_cert_presented, Some(true));
+        assert_eq!(t.cert_requested, Some(true));
+        assert_eq!(t.chain_source, Some("uprobe"));
+        assert_eq!(p.stats.library_chains_truncated, 1);
+        assert_eq!(sink.certificates.len(), 3);
+    }
+
+    #[test]
+    fn held_record_is_released_when_the_wait_passed() {
+        let mut p = lib_pipeline(Some(WAIT));
+        let mut sink = VecSink::default();
+        tls13_session(&mut p, &mut sink, 40000, SEC);
+        let server = ders();
+        p.attach_chain(&chain(40000, true, &server), &mut sink)
+            .unwrap();
+        p.tick(2 * SEC, &mut sink).unwrap();
+        assert!(sink.sessions.is_empty());
+        p.tick(3 * SEC, &mut sink).unwrap();
+        assert_eq!(sink.sessions.len(), 1);
+        let t = &sink.sessions[0].tls;
+        assert_eq!(t.chain_source, Some("uprobe"));
+        assert_eq!(t.server_chain.len(), 2);
+        // Nothing was said about the client: unknown, as on the wire.
+        assert_eq!(t.client_cert_presented, None);
+        assert_eq!(t.cert_requested, None);
+        // The client's chain comes too late now.
+        p.attach_chain(&chain(40000, false, &[]), &mut sink)
+            .unwrap();
+        assert_eq!(p.stats.library_chains_late, 1);
+        // A session without any library chain, released by a later packet: as without probes.
+        tls13_session(&mut p, &mut sink, 40001, 4 * SEC);
+        plaintext_session(&mut p, &mut sink, 40002, 7 * SEC);
+        assert_eq!(sink.sessions.len(), 3);
+        assert_eq!(sink.sessions[1].client_port, 40001);
+        assert_eq!(sink.sessions[1].tls.chain_source, None);
+        assert!(sink.sessions[1].tls.server_chain.is_empty());
+    }
+
+    #[test]
+    fn chains_for_unknown_connections_are_counted() {
+        let mut p = lib_pipeline(Some(WAIT));
+        let mut sink = VecSink::default();
+        let server = ders();
+        p.attach_chain(&chain(40000, true, &server), &mut sink)
+            .unwrap();
+        assert_eq!(p.stats.library_chains_unmatched, 1);
+        assert_eq!(p.stats.library_chains, 0);
+        // Not registered: no record refers to them.
+        assert!(sink.certificates.is_empty());
+        // Without a wait (capture files) a TLS 1.3 record goes out at once; chains are late.
+        let mut p = lib_pipeline(None);
+        tls13_session(&mut p, &mut sink, 40000, SEC);
+        assert_eq!(sink.sessions.len(), 1);
+        p.attach_chain(&chain(40000, true, &server), &mut sink)
+            .unwrap();
+        assert_eq!(p.stats.library_chains_late, 1);
+    }
+
+    #[test]
+    fn port_reuse_releases_the_held_record_first() {
+        let mut p = lib_pipeline(Some(60 * SEC));
+        let mut sink = VecSink::default();
+        tls13_session(&mut p, &mut sink, 40000, SEC);
+        let first = ders();
+        p.attach_chain(&chain(40000, true, &first), &mut sink)
+            .unwrap();
+        tls13_session(&mut p, &mut sink, 40000, 2 * SEC);
+        assert_eq!(sink.sessions.len(), 1);
+        assert_eq!(sink.sessions[0].tls.server_chain.len(), 2);
+        assert_eq!(p.stats.flows_port_reused, 1);
+        // Chains from now on belong to the new connection.
+        let second = vec![b"other leaf".to_vec()];
+        p.attach_chain(&chain(40000, true, &second), &mut sink)
+            .unwrap();
+        p.attach_chain(&chain(40000, false, &[]), &mut sink)
+            .unwrap();
+        assert_eq!(sink.sessions.len(), 2);
+        assert_eq!(
+            sink.sessions[1].tls.server_chain,
+            vec![Fingerprint::of(b"other leaf")]
+        );
+        assert_ne!(sink.sessions[0].session_id, sink.sessions[1].session_id);
+    }
+
+    #[test]
+    fn finish_releases_held_records_in_order() {
+        let mut p = lib_pipeline(Some(60 * SEC));
+        let mut sink = VecSink::default();
+        for (i, port) in [40003u16, 40001, 40002].into_iter().enumerate() {
+            tls13_session(&mut p, &mut sink, port, (10 - i as Nanos) * SEC);
+        }
+        assert_eq!(p.held_records(), 3);
+        p.finish(&mut sink).unwrap();
+        let ports: Vec<u16> = sink.sessions.iter().map(|s| s.client_port).collect();
+        assert_eq!(ports, vec![40002, 40001, 40003]);
+        assert_eq!(p.held_records(), 0);
+        assert_eq!(p.stats.sessions, 3);
+    }
+
+    #[test]
+    fn held_records_are_bounded() {
+        let mut p = Pipeline::new(Config {
+            library_wait: Some(100 * SEC),
+            max_flows: 1,
+            idle_timeout: 4 * SEC,
+            ..Config::default()
+        });
+        let mut sink = VecSink::default();
+        tls13_session(&mut p, &mut sink, 40000, SEC);
+        p.segment(SEC, &seg(true, 40000, 999, TcpFlags::RST, b""), &mut sink)
+            .unwrap();
+        // The first record's tombstone goes; its held record fills the bound.
+        p.tick(10 * SEC, &mut sink).unwrap();
+        assert_eq!(p.flows_in_table(), 0);
+        tls13_session(&mut p, &mut sink, 40001, 11 * SEC);
+        assert_eq!(p.held_records(), 1);
+        assert_eq!(p.stats.held_records_overflow, 1);
+        assert_eq!(sink.sessions.len(), 1);
+        assert_eq!(sink.sessions[0].client_port, 40001);
     }
 
     #[test]

@@ -472,33 +472,24 @@ impl Tls {
     }
 }
 
+/// Handshake message builders for unit tests (here and in the session stage).
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct Certs(Vec<Vec<u8>>);
-    impl CertObserver for Certs {
-        fn certificate(&mut self, der: &[u8]) -> Fingerprint {
-            self.0.push(der.to_vec());
-            Fingerprint::of(der)
-        }
-    }
-
-    fn record(ctype: u8, body: &[u8]) -> Vec<u8> {
+pub(crate) mod testmsg {
+    pub fn record(ctype: u8, body: &[u8]) -> Vec<u8> {
         let mut r = vec![ctype, 3, 3];
         r.extend_from_slice(&(body.len() as u16).to_be_bytes());
         r.extend_from_slice(body);
         r
     }
 
-    fn handshake(ty: u8, body: &[u8]) -> Vec<u8> {
+    pub fn handshake(ty: u8, body: &[u8]) -> Vec<u8> {
         let mut m = vec![ty];
         m.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
         m.extend_from_slice(body);
         m
     }
 
-    fn certificate_msg(certs: &[&[u8]]) -> Vec<u8> {
+    pub fn certificate_msg(certs: &[&[u8]]) -> Vec<u8> {
         let mut list = Vec::new();
         for c in certs {
             list.extend_from_slice(&(c.len() as u32).to_be_bytes()[1..]);
@@ -509,15 +500,64 @@ mod tests {
         handshake(11, &body)
     }
 
-    fn server_hello(version: u16, cipher: u16, exts: &[u8]) -> Vec<u8> {
+    pub fn server_hello(version: u16, cipher: u16, exts: &[u8]) -> Vec<u8> {
+        server_hello_sid(version, cipher, &[], exts)
+    }
+
+    /// A ServerHello echoing (or not) a session id.
+    pub fn server_hello_sid(version: u16, cipher: u16, sid: &[u8], exts: &[u8]) -> Vec<u8> {
         let mut b = version.to_be_bytes().to_vec();
         b.extend_from_slice(&[7u8; 32]);
-        b.push(0); // session id
+        b.push(sid.len() as u8);
+        b.extend_from_slice(sid);
         b.extend_from_slice(&cipher.to_be_bytes());
         b.push(0); // compression
         b.extend_from_slice(&(exts.len() as u16).to_be_bytes());
         b.extend_from_slice(exts);
         handshake(2, &b)
+    }
+
+    /// A ClientHello offering TLS_AES_128_GCM_SHA256 and ECDHE-RSA-AES128-GCM-SHA256, with a
+    /// session id and extensions as given.
+    pub fn client_hello(sid: &[u8], exts: &[u8]) -> Vec<u8> {
+        let mut b = vec![3, 3];
+        b.extend_from_slice(&[9u8; 32]);
+        b.push(sid.len() as u8);
+        b.extend_from_slice(sid);
+        b.extend_from_slice(&[0, 4, 0x13, 0x01, 0xc0, 0x2f]);
+        b.extend_from_slice(&[1, 0]);
+        b.extend_from_slice(&(exts.len() as u16).to_be_bytes());
+        b.extend_from_slice(exts);
+        handshake(1, &b)
+    }
+
+    /// server_name (RFC 6066 §3) for `host`.
+    pub fn sni_ext(host: &str) -> Vec<u8> {
+        let h = host.as_bytes();
+        let mut e = vec![0, 0];
+        e.extend_from_slice(&((h.len() + 5) as u16).to_be_bytes());
+        e.extend_from_slice(&((h.len() + 3) as u16).to_be_bytes());
+        e.push(0);
+        e.extend_from_slice(&(h.len() as u16).to_be_bytes());
+        e.extend_from_slice(h);
+        e
+    }
+
+    /// supported_versions (43) in a ServerHello, selecting TLS 1.3.
+    pub const SH_TLS13: [u8; 6] = [0, 43, 0, 2, 3, 4];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testmsg::*;
+    use super::*;
+
+    struct Certs(Vec<Vec<u8>>);
+    impl CertObserver for Certs {
+        fn certificate(&mut self, der: &[u8]) -> Fingerprint {
+            self.0.push(der.to_vec());
+            Fingerprint::of(der)
+        }
     }
 
     fn feed_all(tls: &mut Tls, side: Side, bytes: &[u8], certs: &mut Certs) {

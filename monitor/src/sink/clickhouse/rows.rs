@@ -209,7 +209,8 @@ impl Rb<'_> {
     }
 }
 
-/// One `sessions` row, columns in the order of schema/001_init.sql.
+/// One `sessions` row, columns in the order of schema/001_init.sql then the columns later
+/// migrations append.
 pub fn encode_session(out: &mut Vec<u8>, r: &SessionRecord, sensor: &str) -> i64 {
     let mut w = Rb(out);
     let t = &r.tls;
@@ -244,6 +245,10 @@ pub fn encode_session(out: &mut Vec<u8>, r: &SessionRecord, sensor: &str) -> i64
     w.u8(flag(r.midstream));
     w.u64(r.packets);
     w.u64(r.bytes);
+    // 002_library_chains.sql
+    w.opt_str(t.chain_source);
+    w.u8(flag(t.resumed));
+    w.opt_str(t.resumed_from.as_deref());
     ts
 }
 

@@ -18,12 +18,29 @@ pub struct Migration {
     pub compat_18: &'static str,
 }
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    modern: include_str!("../../../../schema/001_init.sql"),
-    compat_18: include_str!("../../../../schema/compat-18.16/001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        modern: include_str!("../../../../schema/001_init.sql"),
+        compat_18: include_str!("../../../../schema/compat-18.16/001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "library_chains",
+        modern: include_str!("../../../../schema/002_library_chains.sql"),
+        compat_18: include_str!("../../../../schema/compat-18.16/002_library_chains.sql"),
+    },
+];
+
+/// Every migration's DDL of the modern variant, in order (what a fresh server ends up with).
+pub fn modern_ddl() -> String {
+    MIGRATIONS
+        .iter()
+        .map(|m| m.modern)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
 
 /// The schema version this binary writes rows for.
 pub fn latest_version() -> u32 {
@@ -167,20 +184,25 @@ pub fn load_records_statements(file: &str, sensor: &str) -> Vec<String> {
     )
 }
 
-/// `(table, column, type)` of every `CREATE TABLE` in a migration, in declaration order.
+/// `(table, column, type)` of every `CREATE TABLE` column and `ALTER TABLE ... ADD COLUMN` in
+/// migration text, in declaration order (ADD COLUMN appends, as the server does).
 pub fn columns(sql: &str) -> Vec<(String, String, String)> {
     let mut table = String::new();
     let mut out = Vec::new();
     for line in sql.lines() {
         let t = line.trim();
-        if let Some(rest) = t.strip_prefix("CREATE TABLE IF NOT EXISTS ") {
+        if let Some(rest) = t
+            .strip_prefix("CREATE TABLE IF NOT EXISTS ")
+            .or_else(|| t.strip_prefix("ALTER TABLE "))
+        {
             table = rest.trim().to_string();
         } else if line.starts_with("    ") && !t.starts_with("--") {
+            let t = t.strip_prefix("ADD COLUMN ").unwrap_or(t);
             if let Some((col, ty)) = t.split_once(char::is_whitespace) {
                 out.push((
                     table.clone(),
                     col.to_string(),
-                    ty.trim().trim_end_matches(',').to_string(),
+                    ty.trim().trim_end_matches([',', ';']).to_string(),
                 ));
             }
         }
@@ -224,13 +246,29 @@ mod tests {
                 .map(|c| (c.0, c.1))
                 .collect()
         };
-        assert!(structure(MIGRATIONS[0].modern, "sessions").starts_with(
+        let all = modern_ddl();
+        let sessions = structure(&all, "sessions");
+        assert!(sessions.starts_with(
             "sensor LowCardinality(String), session_id String, ts DateTime64(3, 'UTC'), end_ts"
         ));
+        assert!(
+            sessions.ends_with(
+                "chain_source LowCardinality(String), resumed UInt8, resumed_from String"
+            ),
+            "{sessions}"
+        );
+        assert!(
+            names(&all).len() > 50,
+            "{} columns parsed",
+            names(&all).len()
+        );
         for m in MIGRATIONS {
-            let modern = names(m.modern);
-            assert!(modern.len() > 50, "{} columns parsed", modern.len());
-            assert_eq!(modern, names(m.compat_18), "migration {}", m.version);
+            assert_eq!(
+                names(m.modern),
+                names(m.compat_18),
+                "migration {}",
+                m.version
+            );
         }
     }
 
