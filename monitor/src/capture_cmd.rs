@@ -11,8 +11,8 @@ use anyhow::Context;
 use clap::{Args, CommandFactory, ValueEnum};
 
 use mxcert::capture::caps::CapSet;
-use mxcert::capture::tlslib::DEFAULT_COMMS;
 use mxcert::capture::select::{self, Backend};
+use mxcert::capture::tlslib::DEFAULT_COMMS;
 use mxcert::daemon::{self, config, metrics, Control, LoopConfig};
 use mxcert::session::{Config, Pipeline, PortSet};
 use mxcert::sink::clickhouse::ClickHouseArgs;
@@ -28,8 +28,8 @@ Every flag is also a key of the --config file (its long name, lists as TOML arra
 Precedence: command line > environment > config file > default.
 
 Capabilities: eBPF needs CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON; libpcap needs CAP_NET_RAW;
-the TLS-library probes (--tls-library auto) need CAP_BPF, CAP_PERFMON and, to read the MTA
-processes' /proc/PID/maps and sockets, CAP_SYS_PTRACE (or run as root).
+the TLS-library probes (--tls-library auto) need CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN (uprobes),
+CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (the MTA's /proc/PID/root and /proc/PID/fd), or root.
 Signals: SIGTERM/SIGINT finish open sessions, flush and exit 0; SIGHUP reloads the policy.
 Records are appended to --out. See monitor/dist/ for a systemd unit and an example config.";
 
@@ -245,7 +245,9 @@ fn run(args: CaptureArgs) -> Result<(), (u8, anyhow::Error)> {
     let mut library = if tls_on {
         daemon::library::open(opened.object.as_ref(), &live.tls_processes, caps)
     } else {
-        tracing::info!("TLS library probes off (--tls-library off): TLS 1.3 certificates are not read");
+        tracing::info!(
+            "TLS library probes off (--tls-library off): TLS 1.3 certificates are not read"
+        );
         None
     };
     drop(opened.object);
@@ -258,7 +260,8 @@ fn run(args: CaptureArgs) -> Result<(), (u8, anyhow::Error)> {
         capeff = %caps.map(|c| format!("{:016x}", c.0)).unwrap_or_else(|| "unknown".into()),
         "capture started"
     );
-    let mut pipeline = Pipeline::with_classifier(library_config(cfg, library.is_some()), classifier);
+    let mut pipeline =
+        Pipeline::with_classifier(library_config(cfg, library.is_some()), classifier);
     let classify = &args.classify;
     let mut reload = || crate::classifier(classify).map_err(|e| format!("{e:#}"));
     let loop_cfg = LoopConfig {
@@ -338,10 +341,11 @@ fn run(args: CaptureArgs) -> Result<(), (u8, anyhow::Error)> {
     Ok(())
 }
 
-/// The pipeline waits for library chains only when the probes run.
+/// The pipeline holds TLS 1.3 records for library chains only when the probes run.
 fn library_config(cfg: Config, on: bool) -> Config {
-    // TODO(#8): `library_wait: on.then(|| daemon::library::LIBRARY_WAIT)` once the join API
-    // is merged.
-    let _ = on;
-    cfg
+    let wait = i64::try_from(daemon::library::LIBRARY_WAIT.as_nanos()).unwrap_or(i64::MAX);
+    Config {
+        library_wait: on.then_some(wait),
+        ..cfg
+    }
 }

@@ -234,7 +234,10 @@ fn auto_reads_tls13_chains_through_the_library_and_unloads_on_sigterm() {
             "--metrics-addr",
             &format!("127.0.0.1:{METRICS}"),
             "--trust-anchors",
-            repo_root().join("pcaps/certs/root-ca.crt").to_str().unwrap(),
+            repo_root()
+                .join("pcaps/certs/root-ca.crt")
+                .to_str()
+                .unwrap(),
         ],
     )
     .expect("mxcert capture");
@@ -264,7 +267,14 @@ fn auto_reads_tls13_chains_through_the_library_and_unloads_on_sigterm() {
     })
     .expect("metrics");
     let execs = live::metric(&text, "mxcert_tls_library_processes_total{event=\"exec\"}");
-    assert!(execs.unwrap_or(0) >= 2, "s_server and s_client exec'd: {text}");
+    assert!(
+        execs.unwrap_or(0) >= 2,
+        "s_server and s_client exec'd: {text}"
+    );
+    // The chains went out at the end of the handshake (SSL_get0_peer_certificate returned),
+    // not on the QUIET timer.
+    let ended = live::metric(&text, "mxcert_tls_library_handshakes_total{peer=\"chain\"}");
+    assert!(ended.unwrap_or(0) >= 2, "end of handshake seen: {text}");
     let files_after = live::metric(&text, "mxcert_tls_library_attached_files").unwrap();
     eprintln!("attached files: {files_before} at start, {files_after} after the exec");
     assert!(files_after >= 2, "libssl and libcrypto attached");

@@ -382,8 +382,22 @@ impl TlsProbes {
         }
         for (path, kind) in files {
             let full = format!("/proc/{pid}/root{path}");
-            let Ok(meta) = std::fs::metadata(&full) else {
-                continue;
+            let meta = match std::fs::metadata(&full) {
+                Ok(m) => m,
+                Err(e) => {
+                    // Gone meanwhile is fine; a permission error means mxcert lacks ptrace
+                    // access to the process (CAP_SYS_PTRACE) and would silently probe nothing.
+                    if e.kind() == io::ErrorKind::PermissionDenied {
+                        self.report_once(
+                            comm,
+                            format!(
+                                "cannot open {path} of process {comm} (pid {pid}) through \
+                                 /proc/{pid}/root: {e}; grant CAP_SYS_PTRACE or run as root"
+                            ),
+                        );
+                    }
+                    continue;
+                }
             };
             if self.attached.contains(&(meta.dev(), meta.ino())) {
                 continue;

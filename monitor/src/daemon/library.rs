@@ -10,45 +10,7 @@ use crate::capture::bpfobj::{BpfObject, Parts};
 use crate::capture::caps::{self, CapSet, TLS_LIBRARY_CAPS};
 use crate::capture::tlslib::{PeerChain, TlsCounters, TlsProbes};
 use crate::capture::LiveError;
-use crate::session::Pipeline;
-
-use join_shim::{AttachChain, LibraryChain};
-
-/// The join API's contract (issue #8, `session::LibraryChain` / `Pipeline::attach_chain`),
-/// until it lands in main. TODO(#8): remove once merged.
-mod join_shim {
-    use crate::session::Pipeline;
-    use crate::sink::{Sink, SinkError};
-
-    pub struct LibraryChain<'a> {
-        pub receiver: std::net::SocketAddr,
-        pub sender: std::net::SocketAddr,
-        pub ders: &'a [Vec<u8>],
-        pub truncated: bool,
-    }
-
-    pub trait AttachChain {
-        fn attach_chain(&mut self, c: &LibraryChain<'_>, sink: &mut dyn Sink)
-            -> Result<(), SinkError>;
-    }
-
-    impl AttachChain for Pipeline {
-        fn attach_chain(
-            &mut self,
-            c: &LibraryChain<'_>,
-            _sink: &mut dyn Sink,
-        ) -> Result<(), SinkError> {
-            tracing::debug!(
-                receiver = %c.receiver,
-                sender = %c.sender,
-                certificates = c.ders.len(),
-                truncated = c.truncated,
-                "library chain (not joined yet: the join API is not merged)"
-            );
-            Ok(())
-        }
-    }
-}
+use crate::session::{LibraryChain, Pipeline};
 use crate::sink::{Sink, SinkError};
 
 /// How often /proc is scanned again for allow-listed processes, a safety net behind the
@@ -118,8 +80,9 @@ fn try_open(
         .unwrap_or_default();
     if !missing.is_empty() {
         return Err(format!(
-            "missing {} (run as root, or grant them: AmbientCapabilities in \
-             monitor/dist/mxcert.service, or setcap on the binary)",
+            "missing {} (uprobes on another user's process need them all: run as root, or \
+             grant them with AmbientCapabilities in monitor/dist/mxcert.service or setcap \
+             on the binary)",
             caps::names(&missing)
         ));
     }

@@ -375,13 +375,21 @@ pub fn render_tls_library(text: &mut String, lib: Option<&super::library::Librar
         let with_chain = c
             .handshakes_ended
             .saturating_sub(c.no_peer_certificate + c.resumed);
-        o.sample("tls_library_handshakes_total", &[("peer", "chain")], with_chain);
+        o.sample(
+            "tls_library_handshakes_total",
+            &[("peer", "chain")],
+            with_chain,
+        );
         o.sample(
             "tls_library_handshakes_total",
             &[("peer", "no_certificate")],
             c.no_peer_certificate,
         );
-        o.sample("tls_library_handshakes_total", &[("peer", "resumed")], c.resumed);
+        o.sample(
+            "tls_library_handshakes_total",
+            &[("peer", "resumed")],
+            c.resumed,
+        );
         o.family(
             "tls_library_processes_total",
             "counter",
@@ -466,6 +474,20 @@ mod tests {
             let name = l.split(['{', ' ']).next().unwrap();
             assert!(text.contains(&format!("# TYPE {name} ")), "{l}");
         }
+    }
+
+    #[test]
+    fn tls_library_off_is_told_apart_from_no_traffic() {
+        let mut text = "mxcert_up{backend=\"pcap\"} 1\n".to_string();
+        render_tls_library(&mut text, None);
+        assert!(
+            text.starts_with("mxcert_up{backend=\"pcap\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("# TYPE mxcert_tls_library_up gauge\nmxcert_tls_library_up 0\n"),
+            "{text}"
+        );
     }
 
     #[test]

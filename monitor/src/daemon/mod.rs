@@ -145,28 +145,28 @@ pub fn run(
                    library: Option<&library::Library>,
                    report: &RunReport,
                    sink: &Counting<'_>| {
-            if let Some(expo) = expo {
-                let mut by_rule = report.findings_by_rule.clone();
-                if let Some(c) = pipeline.classifier() {
-                    for (k, v) in &c.stats.by_rule {
-                        *by_rule.entry(k).or_default() += v;
-                    }
+        if let Some(expo) = expo {
+            let mut by_rule = report.findings_by_rule.clone();
+            if let Some(c) = pipeline.classifier() {
+                for (k, v) in &c.stats.by_rule {
+                    *by_rule.entry(k).or_default() += v;
                 }
-                let mut text = metrics::render(&metrics::Snapshot {
-                    backend,
-                    source: source.counters(),
-                    pipeline,
-                    findings_by_rule: &by_rule,
-                    reloads_ok: report.reloads_ok,
-                    reloads_failed: report.reloads_failed,
-                    records_written: sink.records,
-                    sink: &sink.counters(),
-                    start_time,
-                });
-                metrics::render_tls_library(&mut text, library);
-                expo.set(text);
             }
-        };
+            let mut text = metrics::render(&metrics::Snapshot {
+                backend,
+                source: source.counters(),
+                pipeline,
+                findings_by_rule: &by_rule,
+                reloads_ok: report.reloads_ok,
+                reloads_failed: report.reloads_failed,
+                records_written: sink.records,
+                sink: &sink.counters(),
+                start_time,
+            });
+            metrics::render_tls_library(&mut text, library);
+            expo.set(text);
+        }
+    };
     publish(pipeline, source, library.as_deref(), &report, &sink);
     while !control.stop.load(Ordering::SeqCst) {
         if control.reload.swap(false, Ordering::SeqCst) {
