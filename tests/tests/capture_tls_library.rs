@@ -48,7 +48,8 @@ fn workdir(tag: &str) -> PathBuf {
 
 /// One TLS 1.3 session with client certificates requested: s_server (started now, after
 /// mxcert) accepts one connection, s_client sends a line and ends.
-fn tls13_session(pair: &NetnsPair, dir: &Path) {
+/// `server_up` runs once s_server listens, before the client starts.
+fn tls13_session(pair: &NetnsPair, dir: &Path, server_up: &dyn Fn()) {
     let certs = repo_root().join("pcaps/certs");
     let p = |f: &str| certs.join(f).to_str().unwrap().to_string();
     let srv_int = dir.join("srv-int.pem");
@@ -79,6 +80,7 @@ fn tls13_session(pair: &NetnsPair, dir: &Path) {
     .expect("s_server");
     let mut out = out;
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    server_up();
     let mut client = Killed(
         pair.command(Side::Client, "openssl")
             .args(["s_client", "-connect", &addr, "-tls1_3"])
@@ -260,7 +262,19 @@ fn auto_reads_tls13_chains_through_the_library_and_unloads_on_sigterm() {
     let before = live::scrape(&pair, METRICS).expect("metrics");
     let files_before = live::metric(&before, "mxcert_tls_library_attached_files").unwrap();
 
-    tls13_session(&pair, &dir);
+    // The first process mapping a library file gets it attached when mxcert adopts it after
+    // its exec (milliseconds, the loop's next turn); the client connects once that happened,
+    // as an MTA's first peer would a moment later.
+    tls13_session(&pair, &dir, &|| {
+        let t = live::scrape_when(&pair, METRICS, |t| {
+            live::metric(t, "mxcert_tls_library_attached_files").unwrap_or(0) >= 2
+        })
+        .expect("metrics");
+        assert!(
+            live::metric(&t, "mxcert_tls_library_attached_files").unwrap_or(0) >= 2,
+            "s_server's libraries attached after its exec: {t}"
+        );
+    });
 
     let text = live::scrape_when(&pair, METRICS, |t| {
         live::metric(t, "mxcert_tls_library_chains_attached_total").unwrap_or(0) >= 2
@@ -332,7 +346,7 @@ fn off_leaves_tls13_uninspectable() {
     let progs = programs_of(cap.pid());
     assert!(has_program(&progs, "mxcert_tc_ingress"), "{progs:?}");
     assert!(!has_program(&progs, "mxcert_d2i_x509"), "{progs:?}");
-    tls13_session(&pair, &dir);
+    tls13_session(&pair, &dir, &|| {});
     std::thread::sleep(Duration::from_millis(500));
     let st = cap.stop("TERM").expect("stop");
     assert!(st.success(), "exit status {st:?}");

@@ -680,8 +680,14 @@ impl TlsProbes {
         let waiting = std::mem::take(&mut self.adopting);
         for (pid, deadline) in waiting {
             let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-            let has_ssl = parse_maps(&maps).iter().any(|l| l.kind == LibKind::Ssl);
-            if has_ssl || now >= deadline {
+            // Ready once both libraries' text is mapped: ld.so maps a library's whole range
+            // read-only first and its executable segment after (elf/dl-map-segments.h), and
+            // libssl's text is what tells a peer's chain from other loads.
+            let libs = parse_maps(&maps);
+            let ready = [LibKind::Ssl, LibKind::Crypto]
+                .iter()
+                .all(|k| libs.iter().any(|l| l.kind == *k && l.exec));
+            if ready || now >= deadline {
                 let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
                     continue; // gone already
                 };
@@ -714,6 +720,17 @@ impl TlsProbes {
                 ssl_text,
             }
         });
+        if proc.ssl_text.is_empty() {
+            // Adopted before its loader mapped libssl's text (or never seen mapping it): look
+            // again, this is rare and cheap.
+            if let Ok(maps) = std::fs::read_to_string(format!("/proc/{tgid}/maps")) {
+                proc.ssl_text = parse_maps(&maps)
+                    .into_iter()
+                    .filter(|l| l.kind == LibKind::Ssl && l.exec)
+                    .map(|l| (l.start, l.end))
+                    .collect();
+            }
+        }
         proc.ssl_text
             .iter()
             .any(|&(lo, hi)| (lo..hi).contains(&addr))
