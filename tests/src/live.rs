@@ -385,7 +385,11 @@ pub fn equivalence_on(
     for i in more_ifaces {
         live_args.extend(["--iface".to_string(), i.to_string()]);
     }
+    // The wire path is what is compared: a tcpdump cannot see what the TLS library adds
+    // (tests/tests/capture_tls_library.rs and uprobe_postfix.rs cover that).
     live_args.extend([
+        "--tls-library".into(),
+        "off".into(),
         "--backend".into(),
         backend.into(),
         "--metrics-addr".into(),

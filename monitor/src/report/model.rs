@@ -668,7 +668,9 @@ fn inbound(cx: &Ctx) -> InboundSection {
                 declined += 1;
             }
         }
-        if s.tls.version.as_deref() == Some("TLS1.3") && s.tls.client_chain.is_empty() {
+        // TLS 1.3 hides the client's Certificate from the wire; the TLS library tells it,
+        // an empty chain included (client_cert_presented false).
+        if s.tls.version.as_deref() == Some("TLS1.3") && s.tls.client_cert_presented.is_none() {
             not_visible += 1;
         }
         if s.tls.client_chain.is_empty() {

@@ -1023,7 +1023,10 @@ fn join_library(rec: &mut SessionRecord, lib: &LibChains) {
             t.cert_requested = Some(true);
         }
     }
-    if !t.server_chain.is_empty() || !t.client_chain.is_empty() {
+    // Any library report counts, an empty one too: the library saw this handshake (e.g. an
+    // inbound client that sent no certificate; our own server chain is never read there). A
+    // resumed handshake sends no certificate by design: it carries its original's chains.
+    if !t.server_chain.is_empty() || !t.client_chain.is_empty() || !t.resumed {
         t.chain_source = Some("uprobe");
     }
 }
@@ -1537,6 +1540,22 @@ mod tests {
 
     fn ders() -> Vec<Vec<u8>> {
         vec![b"leaf certificate".to_vec(), b"intermediate".to_vec()]
+    }
+
+    /// An inbound client that sent no certificate: the library's empty report alone says the
+    /// session was seen (our own server chain is never read in the library).
+    #[test]
+    fn an_empty_library_report_alone_marks_the_session_seen() {
+        let mut p = lib_pipeline(Some(WAIT));
+        let mut sink = VecSink::default();
+        tls13_session(&mut p, &mut sink, 40000, SEC);
+        p.attach_chain(&chain(40000, false, &[]), &mut sink)
+            .unwrap();
+        p.finish(&mut sink).unwrap();
+        let t = &sink.sessions[0].tls;
+        assert_eq!(t.chain_source, Some("uprobe"));
+        assert!(t.server_chain.is_empty() && t.client_chain.is_empty());
+        assert_eq!(t.client_cert_presented, Some(false));
     }
 
     #[test]
