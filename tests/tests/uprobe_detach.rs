@@ -94,9 +94,10 @@ fn sigkill_of_the_holder_removes_the_uprobes() {
         .collect();
     let (files, ids) = (fields[0], &fields[1..]);
     assert_eq!(files, 2, "libssl and libcrypto of s_server attached");
-    assert_eq!(ids.len(), 9);
-    // 9 SSL_* entry points + SSL_set_bio in libssl, d2i_X509 + BIO_int_ctrl in libcrypto.
-    assert_eq!(links_of(ids), 12, "uprobe links while the holder runs");
+    assert_eq!(ids.len(), 11);
+    // 9 SSL_* entry points + SSL_set_bio in libssl, d2i_X509 + BIO_int_ctrl in libcrypto, and
+    // the programs on the sock_send_length and sock_recv_length tracepoints.
+    assert_eq!(links_of(ids), 14, "probe links while the holder runs");
 
     assert!(handshake(&pair), "handshake with the probes attached");
     holder.0.kill().expect("SIGKILL");
