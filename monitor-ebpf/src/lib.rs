@@ -240,7 +240,8 @@ pub mod tls {
     pub const PROG_D2I_X509: &str = "mxcert_d2i_x509";
     /// Entry of every libssl call that can run a handshake (`SSL_connect`, `SSL_accept`,
     /// `SSL_do_handshake`, `SSL_read`, `SSL_write`, ...; all take the `SSL*` first): remembers
-    /// the thread's current `SSL*`.
+    /// the thread's current `SSL*`. Also on `gnutls_handshake(session)`, for the socket
+    /// tracepoints only (GnuTLS certificates come from `gnutls_certificate_get_peers`).
     pub const PROG_SSL_ENTER: &str = "mxcert_ssl_enter";
     /// `SSL_set_bio(ssl, rbio, wbio)` entry: ties an `SSL*` to a BIO.
     pub const PROG_SSL_SET_BIO: &str = "mxcert_ssl_set_bio";

@@ -761,6 +761,8 @@ mod tls_probes {
         if let Some((tgid, tid)) = allowed() {
             let mut ev = event(EV_GNUTLS_TRANSPORT, tgid, tid);
             ev.ssl = session.unwrap_or(0);
+            // A new connection on this session object: its socket is looked at again.
+            let _ = MXCERT_TLS_SOCK_SEEN.remove(&[u64::from(tgid), ev.ssl]);
             ev.fd = fd.unwrap_or(-1);
             output(&ev);
         }

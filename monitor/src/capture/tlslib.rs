@@ -393,6 +393,7 @@ impl TlsProbes {
                 (PROG_GNUTLS_TRANSPORT, "gnutls_transport_set_ptr"),
                 (PROG_GNUTLS_TRANSPORT, "gnutls_transport_set_ptr2"),
                 (PROG_GNUTLS_DEINIT, "gnutls_deinit"),
+                (PROG_SSL_ENTER, "gnutls_handshake"),
             ],
         };
         for (prog, symbol) in points {
@@ -530,6 +531,9 @@ impl TlsProbes {
                     self.counters.bad_records += 1;
                     return;
                 };
+                if self.gnutls.set_endpoints((ev.tgid, ev.ssl), local, remote) {
+                    return;
+                }
                 // The kernel's endpoints win over the /proc lookup: they were taken during
                 // the handshake, while /proc was read later by fd number, which a closed
                 // connection may have handed on to the next one.
