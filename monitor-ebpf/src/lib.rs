@@ -240,7 +240,8 @@ pub mod tls {
     pub const PROG_D2I_X509: &str = "mxcert_d2i_x509";
     /// Entry of every libssl call that can run a handshake (`SSL_connect`, `SSL_accept`,
     /// `SSL_do_handshake`, `SSL_read`, `SSL_write`, ...; all take the `SSL*` first): remembers
-    /// the thread's current `SSL*`.
+    /// the thread's current `SSL*`. Also on `gnutls_handshake(session)`, for the socket
+    /// tracepoints only (GnuTLS certificates come from `gnutls_certificate_get_peers`).
     pub const PROG_SSL_ENTER: &str = "mxcert_ssl_enter";
     /// `SSL_set_bio(ssl, rbio, wbio)` entry: ties an `SSL*` to a BIO.
     pub const PROG_SSL_SET_BIO: &str = "mxcert_ssl_set_bio";
@@ -266,6 +267,15 @@ pub mod tls {
     pub const PROG_GNUTLS_TRANSPORT_INT: &str = "mxcert_gnutls_transport_int";
     /// `gnutls_deinit(session)` entry: the session is over.
     pub const PROG_GNUTLS_DEINIT: &str = "mxcert_gnutls_deinit";
+    /// Raw tracepoint programs on `sock_send_length` and `sock_recv_length` (Linux 6.4+; both
+    /// take `struct sock *sk` first), with the tracepoint each attaches to: the TCP endpoints
+    /// of the socket a thread does I/O on while inside a libssl call, sent once per (process,
+    /// `SSL*`) as [`EV_SOCK`], so a connection closed before user space looks at /proc still
+    /// maps to its 4-tuple.
+    pub const PROGS_SOCK_IO: [(&str, &str); 2] = [
+        ("mxcert_sock_send", "sock_send_length"),
+        ("mxcert_sock_recv", "sock_recv_length"),
+    ];
     /// Most certificates copied per `gnutls_certificate_get_peers` return (a bounded loop for
     /// the verifier); user space counts longer chains as overflowing.
     pub const MAX_GNUTLS_CHAIN: u32 = 16;
@@ -318,6 +328,32 @@ pub mod tls {
     pub const EV_GNUTLS_TRANSPORT: u32 = 5;
     /// GnuTLS: `gnutls_deinit` of session `ssl`.
     pub const EV_GNUTLS_DEINIT: u32 = 6;
+    /// The socket of `ssl`'s connection, taken in the kernel during the handshake: a
+    /// [`SockEndpoints`] follows the header (`data_len` = its size). 32: clear of the kinds
+    /// other branches add.
+    pub const EV_SOCK: u32 = 32;
+
+    /// `AF_INET`, `AF_INET6` (include/linux/socket.h).
+    pub const AF_INET: u16 = 2;
+    pub const AF_INET6: u16 = 10;
+
+    /// Payload of an [`EV_SOCK`] record: the endpoints as the process sees them. Only
+    /// `AF_INET` sockets are sent (the IPv6 fields of `struct sock_common` sit at offsets that
+    /// depend on the kernel's configuration; TODO(#8): read them from BTF); the addresses use
+    /// the first 4 bytes.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct SockEndpoints {
+        pub family: u16,
+        pub local_port: u16,
+        pub remote_port: u16,
+        pub _pad: u16,
+        pub local: [u8; 16],
+        pub remote: [u8; 16],
+    }
+
+    /// Size of [`SockEndpoints`] in a record.
+    pub const SOCK_LEN: usize = core::mem::size_of::<SockEndpoints>();
 
     /// Header of one TLS ring record; `data_len` DER bytes follow an [`EV_CERT`] header.
     #[repr(C)]
@@ -372,7 +408,12 @@ pub mod tls {
         pub const OUTSIDE_SSL: u32 = 6;
         /// `gnutls_certificate_get_peers` returns of allow-listed processes seen.
         pub const GNUTLS_PEERS: u32 = 7;
-        pub const COUNT: u32 = 8;
+        /// [`super::EV_SOCK`] records sent.
+        pub const SOCKETS: u32 = 8;
+        /// Sockets of a connection not `AF_INET` (IPv6): not sent, user space falls back to
+        /// /proc.
+        pub const SOCK_NOT_INET: u32 = 9;
+        pub const COUNT: u32 = 10;
     }
 
     /// The allow-list key of a process name: the name cut to 15 bytes and NUL-padded, as
@@ -432,6 +473,9 @@ unsafe impl aya::Pod for FlowState {}
 // SAFETY: plain `#[repr(C)]` data, every field written by the program, no padding.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for tls::TlsEvent {}
+// SAFETY: as above; the padding is an explicit field.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for tls::SockEndpoints {}
 
 #[cfg(test)]
 mod tests {
@@ -444,6 +488,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<FlowKey>(), 36);
         assert_eq!(core::mem::size_of::<FlowState>(), 8);
         assert_eq!(tls::EVENT_LEN, 64);
+        assert_eq!(tls::SOCK_LEN, 40);
         assert!(tls::EVENT_LEN + tls::MAX_CERT as usize <= 32 * 1024);
         assert_eq!(&tls::comm_key("smtpd")[..6], b"smtpd\0");
         assert_eq!(tls::comm_key("a-very-long-process-name")[15], 0);

@@ -334,15 +334,16 @@ mod program {
 mod tls_probes {
     use aya_ebpf::{
         helpers::generated::{bpf_ktime_get_ns, bpf_probe_read_user, bpf_ringbuf_output},
-        helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
+        helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel},
         macros::{map, raw_tracepoint, uprobe, uretprobe},
         maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
         programs::{ProbeContext, RawTracePointContext, RetProbeContext},
     };
     use mxcert_ebpf::tls::{
-        counter, TlsEvent, BIO_C_SET_FD, COMM_LEN, EVENT_LEN, EV_BIO_FD, EV_CERT, EV_EXEC, EV_EXIT,
-        EV_GNUTLS_CERT, EV_GNUTLS_DEINIT, EV_GNUTLS_TRANSPORT, EV_PEER, EV_SET_BIO,
-        GNUTLS_DATUM_LEN, MAX_CERT, MAX_COMMS, MAX_GNUTLS_CHAIN, MAX_THREADS, RING_BYTES,
+        counter, SockEndpoints, TlsEvent, AF_INET, AF_INET6, BIO_C_SET_FD, COMM_LEN, EVENT_LEN,
+        EV_BIO_FD, EV_CERT, EV_EXEC, EV_EXIT, EV_GNUTLS_CERT, EV_GNUTLS_DEINIT,
+        EV_GNUTLS_TRANSPORT, EV_PEER, EV_SET_BIO, EV_SOCK, GNUTLS_DATUM_LEN, MAX_CERT, MAX_COMMS,
+        MAX_GNUTLS_CHAIN, MAX_THREADS, RING_BYTES, SOCK_LEN,
     };
 
     #[map]
@@ -364,6 +365,14 @@ mod tls_probes {
     /// threads are entered; the return probe removes the entry.
     #[map]
     static MXCERT_TLS_GNUTLS_CALLS: LruHashMap<u64, [u64; 2]> =
+        LruHashMap::with_max_entries(MAX_THREADS, 0);
+
+    /// (tgid, `SSL*`) whose socket was sent as `EV_SOCK` (or found `AF_INET6`) → 1, so the
+    /// tracepoint programs send one record per connection. `SSL_set_bio` removes the key: an
+    /// `SSL*` given a new socket (or a freed one's address reused for the next session) is
+    /// looked at again.
+    #[map]
+    static MXCERT_TLS_SOCK_SEEN: LruHashMap<[u64; 2], u8> =
         LruHashMap::with_max_entries(MAX_THREADS, 0);
 
     #[map]
@@ -447,6 +456,7 @@ mod tls_probes {
         if let Some((tgid, tid)) = allowed() {
             let mut ev = event(EV_SET_BIO, tgid, tid);
             ev.ssl = ctx.arg::<u64>(0).unwrap_or(0);
+            let _ = MXCERT_TLS_SOCK_SEEN.remove(&[u64::from(tgid), ev.ssl]);
             ev.bio = ctx.arg::<u64>(1).unwrap_or(0);
             output(&ev);
         }
@@ -465,6 +475,111 @@ mod tls_probes {
             output(&ev);
         }
         0
+    }
+
+    /// Tracepoints `sock_send_length(struct sock *sk, int ret, int flags)` and
+    /// `sock_recv_length(...)` (include/trace/events/sock.h, Linux 6.4+), fired by
+    /// `sock_sendmsg_nosec`/`sock_recvmsg_nosec` (net/socket.c) for every socket send/receive,
+    /// in the context of the thread doing the I/O. Raw tracepoints, not kprobe/fentry: they
+    /// also exist on kernels built without kprobes or BPF trampolines (Firecracker guests).
+    ///
+    /// An allow-listed thread with a current `SSL*` not yet reported does this I/O for that
+    /// `SSL*`: the current `SSL*` is set on entry of every libssl call that can handshake, and
+    /// the first TCP I/O after a new `SSL*` (or after `SSL_set_bio`, which clears the reported
+    /// mark) is the handshake's, inside that call. The previous session's `SSL*`, left current
+    /// after its last call, was reported during its own handshake, so the plaintext I/O of the
+    /// next session (SMTP before STARTTLS) is not taken for it. Postfix smtpd/smtp and Exim run
+    /// one session at a time per process, single-threaded. I/O on non-IP sockets inside a
+    /// libssl call (Postfix's session cache through tlsmgr, a UNIX socket) is skipped.
+    #[raw_tracepoint(tracepoint = "sock_send_length")]
+    pub fn mxcert_sock_send(ctx: RawTracePointContext) -> u32 {
+        let _ = tcp_msg(ctx.arg(0));
+        0
+    }
+
+    #[raw_tracepoint(tracepoint = "sock_recv_length")]
+    pub fn mxcert_sock_recv(ctx: RawTracePointContext) -> u32 {
+        let _ = tcp_msg(ctx.arg(0));
+        0
+    }
+
+    #[inline(always)]
+    fn tcp_msg(sk: u64) -> Result<(), i32> {
+        // Host-wide: the name check comes first and is all most calls cost.
+        let Some((tgid, tid)) = allowed() else {
+            return Ok(());
+        };
+        // SAFETY: plain lookup.
+        let Some(ssl) = (unsafe { MXCERT_TLS_CURRENT.get(&tid) }).copied() else {
+            return Ok(());
+        };
+        let key = [u64::from(tgid), ssl];
+        // SAFETY: plain lookup.
+        if unsafe { MXCERT_TLS_SOCK_SEEN.get(&key) }.is_some() {
+            return Ok(());
+        }
+        // `struct sock` starts with `struct sock_common` (include/net/sock.h): skc_daddr at 0,
+        // skc_rcv_saddr at 4 (both network order), skc_hash at 8, skc_dport at 12 (network
+        // order), skc_num at 14 (host order), skc_family at 16. These leading fields are
+        // config-independent (no pointer or optional member before them) and the address pair
+        // and port pair are compared as single words by the socket lookup (`skc_addrpair`,
+        // `skc_portpair` in inet_match), which pins their order; the layout is the same in every
+        // kernel that has these tracepoints (6.4+), checked against this kernel's BTF (bpftool
+        // btf dump file /sys/kernel/btf/vmlinux, 6.18). The IPv6 addresses come after
+        // pointer-sized, config-dependent members, hence IPv4 only (TODO(#8): offsets from BTF).
+        // SAFETY: the helper checks the kernel read.
+        let family = unsafe { bpf_probe_read_kernel((sk + 16) as *const u16) }.map_err(|_| {
+            count(counter::READ_ERRORS, 1);
+            0
+        })?;
+        if family == AF_INET6 {
+            let _ = MXCERT_TLS_SOCK_SEEN.insert(&key, &1, 0);
+            count(counter::SOCK_NOT_INET, 1);
+            return Ok(());
+        }
+        if family != AF_INET {
+            return Ok(());
+        }
+        let _ = MXCERT_TLS_SOCK_SEEN.insert(&key, &1, 0);
+        // SAFETY: as above.
+        let head = unsafe { bpf_probe_read_kernel(sk as *const [u8; 16]) }.map_err(|_| {
+            count(counter::READ_ERRORS, 1);
+            0
+        })?;
+        let mut rec = SockRecord {
+            hdr: event(EV_SOCK, tgid, tid),
+            ep: SockEndpoints {
+                family,
+                local_port: u16::from_ne_bytes([head[14], head[15]]),
+                remote_port: u16::from_be_bytes([head[12], head[13]]),
+                ..SockEndpoints::default()
+            },
+        };
+        rec.hdr.ssl = ssl;
+        rec.hdr.data_len = SOCK_LEN as u32;
+        rec.ep.remote[..4].copy_from_slice(&head[0..4]);
+        rec.ep.local[..4].copy_from_slice(&head[4..8]);
+        // SAFETY: `rec` is EVENT_LEN + SOCK_LEN readable bytes.
+        let ret = unsafe {
+            bpf_ringbuf_output(
+                (&raw const MXCERT_TLS_EVENTS).cast_mut().cast(),
+                (&raw mut rec).cast(),
+                (EVENT_LEN + SOCK_LEN) as u64,
+                0,
+            )
+        };
+        if ret != 0 {
+            count(counter::RING_FULL, 1);
+            return Err(0);
+        }
+        count(counter::SOCKETS, 1);
+        Ok(())
+    }
+
+    #[repr(C)]
+    struct SockRecord {
+        hdr: TlsEvent,
+        ep: SockEndpoints,
     }
 
     /// `d2i_X509(X509 **a, const unsigned char **in, long len)`: at entry `*in` points at the
@@ -660,6 +775,8 @@ mod tls_probes {
         if let Some((tgid, tid)) = allowed() {
             let mut ev = event(EV_GNUTLS_TRANSPORT, tgid, tid);
             ev.ssl = session.unwrap_or(0);
+            // A new connection on this session object: its socket is looked at again.
+            let _ = MXCERT_TLS_SOCK_SEEN.remove(&[u64::from(tgid), ev.ssl]);
             ev.fd = fd.unwrap_or(-1);
             output(&ev);
         }

@@ -78,12 +78,13 @@ fn sigkill_of_the_holder_removes_the_uprobes() {
         tls_hold(env!("CARGO_BIN_EXE_tls-hold"), &["openssl"]).expect("tls-hold");
     let ids = &ids;
     assert_eq!(files, 2, "libssl and libcrypto of s_server attached");
-    // 6 OpenSSL uprobe programs + 5 GnuTLS ones + the exec/exit raw tracepoints.
-    assert_eq!(ids.len(), 13);
+    // 6 OpenSSL uprobe programs + 5 GnuTLS ones + the exec/exit raw tracepoints + the
+    // sock_send_length/sock_recv_length ones.
+    assert_eq!(ids.len(), 15);
     // 9 SSL_* entry points + SSL_set_bio + entry and return of SSL_get0/1_peer_certificate in
-    // libssl, d2i_X509 + BIO_int_ctrl in libcrypto, and the 2 raw tracepoints (s_server maps no
+    // libssl, d2i_X509 + BIO_int_ctrl in libcrypto, and the 4 raw tracepoints (s_server maps no
     // libgnutls: those programs stay unattached).
-    assert_eq!(links_of(ids), 18, "uprobe links while the holder runs");
+    assert_eq!(links_of(ids), 20, "probe links while the holder runs");
 
     assert!(handshake(&pair), "handshake with the probes attached");
     holder.0.kill().expect("SIGKILL");

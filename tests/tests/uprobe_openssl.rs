@@ -8,7 +8,7 @@
 //! certificate into a chain. Dropping the probes unloads the programs.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,7 +48,7 @@ fn openssl_tls13_chains_are_read_through_the_library() {
 
     let mut probes = TlsProbes::open(&["openssl".into()]).expect("load the TLS probes");
     let ids = probes.program_ids().to_vec();
-    assert_eq!(ids.len(), 13, "{ids:?}");
+    assert_eq!(ids.len(), 15, "{ids:?}");
 
     let pcap = tmp.join("wire.pcap");
     let mut dump = Killed(
@@ -77,29 +77,7 @@ fn openssl_tls13_chains_are_read_through_the_library() {
     assert!(line.contains("listening"), "tcpdump: {line}");
 
     let accept = format!("{}:{PORT}", pair.server_ip);
-    let (srv_crt, srv_key) = (p(&format!("{srv}.crt")), p(&format!("{srv}.key")));
-    let (srv_int, ca) = (s(&srv_int), p("root-ca.crt"));
-    let (server, _out) = s_server(
-        &pair,
-        &[
-            "-accept",
-            &accept,
-            "-tls1_3",
-            "-naccept",
-            "1",
-            "-cert",
-            &srv_crt,
-            "-key",
-            &srv_key,
-            "-cert_chain",
-            &srv_int,
-            "-CAfile",
-            &ca,
-            "-Verify",
-            "3",
-        ],
-    )
-    .expect("s_server");
+    let (server, _out) = mutual_server(&pair, &accept, &certs, &s(&srv_int));
     // The server maps libssl/libcrypto now: attach to those files (covering s_client too).
     assert!(
         probes.refresh().expect("refresh") >= 2,
@@ -141,21 +119,8 @@ fn openssl_tls13_chains_are_read_through_the_library() {
         .write_all(b"hello\n")
         .unwrap();
 
-    // Only this test's connection counts: other `openssl` processes on the host (a parallel
-    // test elsewhere) are probed too, since the probes sit on the shared library file.
-    let ours = |c: &PeerChain| {
-        [c.local, c.remote]
-            .iter()
-            .flatten()
-            .any(|a| a.ip() == std::net::IpAddr::V4(pair.server_ip))
-    };
-    let mut all: Vec<PeerChain> = Vec::new();
-    let start = Instant::now();
-    while all.iter().filter(|c| ours(c)).count() < 2 && start.elapsed() < Duration::from_secs(15) {
-        probes
-            .poll(Duration::from_millis(100), &mut |c| all.push(c))
-            .expect("poll");
-    }
+    let ours = |c: &PeerChain| ours(c, pair.server_ip);
+    let mut all = poll_ours(&mut probes, pair.server_ip, Duration::from_secs(15));
     // Keep polling while the noise runs, so a leaked certificate would show.
     let settle = Instant::now();
     while settle.elapsed() < Duration::from_secs(1) {
@@ -177,14 +142,7 @@ fn openssl_tls13_chains_are_read_through_the_library() {
     assert!(runs >= 1);
     assert_eq!(chains.len(), 2, "one chain per side: {chains:#?}");
     let server_addr: SocketAddr = connect.parse().unwrap();
-    let got_by_client = chains
-        .iter()
-        .find(|c| c.remote == Some(server_addr))
-        .expect("the chain s_client received, tied to its connection");
-    let got_by_server = chains
-        .iter()
-        .find(|c| c.local == Some(server_addr))
-        .expect("the chain s_server received, tied to its connection");
+    let (got_by_client, got_by_server) = by_side(&chains, server_addr);
     assert_eq!(der_hashes(&got_by_client.ders), want_server);
     assert_eq!(der_hashes(&got_by_server.ders), want_client);
     assert!(!got_by_client.truncated && !got_by_server.truncated);
@@ -211,4 +169,192 @@ fn openssl_tls13_chains_are_read_through_the_library() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// A connection over before user space reads a single record (issue #8: a 36 ms SMTP session
+/// is often closed before the /proc lookup of its fd): `s_client` exits right after the TLS 1.3
+/// handshake, `s_server -naccept 1` exits after it, and the ring is read only once both
+/// processes are gone, so neither `/proc/PID/fd` nor `/proc/PID/net/tcp` can map the chain.
+/// The programs on the `sock_send_length`/`sock_recv_length` tracepoints took the 4-tuple in
+/// the kernel during the handshake: both chains must carry it (without them both come out
+/// unmapped).
+#[test]
+fn short_connection_maps_through_the_kernel() {
+    if !require_ebpf("uprobe_openssl") {
+        return;
+    }
+    let pair = NetnsPair::create("mxk", 75).expect("namespaces");
+    let certs = repo_root().join("pcaps/certs");
+    let p = |f: &str| -> String { certs.join(f).to_str().unwrap().to_string() };
+    let tmp = std::env::temp_dir().join(format!("mxcert-short-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let (srv_int, cli_int) = (tmp.join("srv-int.pem"), tmp.join("cli-int.pem"));
+    intermediates(&certs.join("srv_both.chain.pem"), &srv_int);
+    intermediates(&certs.join("cli_clientauth.chain.pem"), &cli_int);
+    let (srv_int, cli_int) = (srv_int.to_str().unwrap(), cli_int.to_str().unwrap());
+    let want_server = der_hashes(&chain_ders(&certs.join("srv_both.chain.pem")));
+    let want_client = der_hashes(&chain_ders(&certs.join("cli_clientauth.chain.pem")));
+
+    let mut probes = TlsProbes::open(&["openssl".into()]).expect("load the TLS probes");
+    let reports = probes.take_reports();
+    assert!(
+        reports.is_empty(),
+        "socket tracepoints attached: {reports:?}"
+    );
+    // Per-call cost of the socket tracepoint programs (BPF_ENABLE_STATS: run_time_ns /
+    // run_count), printed; they are the last two programs loaded.
+    let stats_fd = aya::sys::enable_stats(aya::sys::Stats::RunTime).ok();
+    let sock_ids = probes.program_ids()[probes.program_ids().len() - 2..].to_vec();
+    let accept = format!("{}:{SHORT_PORT}", pair.server_ip);
+    let (mut server, mut out) = mutual_server(&pair, &accept, &certs, srv_int);
+    let drain = std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    assert!(probes.refresh().expect("refresh") >= 2);
+    let mut client = Killed(
+        pair.command(Side::Client, "openssl")
+            .args(["s_client", "-connect", &accept, "-tls1_3"])
+            .args([
+                "-cert",
+                &p("cli_clientauth.crt"),
+                "-key",
+                &p("cli_clientauth.key"),
+            ])
+            .args(["-cert_chain", cli_int, "-CAfile", &p("root-ca.crt")])
+            .arg("-verify_return_error")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl s_client"),
+    );
+    // User space keeps a certificate only when `d2i_X509` returns into the process's libssl
+    // text, read from /proc/PID/maps when the process is adopted: adopt s_client while it
+    // lives (an MTA daemon lives long), then let it go. No ring record is read before both
+    // processes are gone.
+    std::thread::sleep(Duration::from_millis(300));
+    probes.refresh().expect("refresh");
+    drop(client.0.stdin.take());
+    let status = client.0.wait().expect("s_client");
+    assert!(status.success(), "s_client handshake: {status}");
+    // s_server ends after its one connection; bounded wait.
+    let start = Instant::now();
+    while server.0.try_wait().unwrap().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "s_server still runs"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let server_pid = server.0.id();
+    let _ = drain.join();
+    assert!(
+        !std::path::Path::new(&format!("/proc/{server_pid}")).exists(),
+        "s_server's /proc entry is gone before the ring is read"
+    );
+
+    let all = poll_ours(&mut probes, pair.server_ip, Duration::from_secs(5));
+    let stats = probes.stats();
+    let (runs, time) = aya::programs::loaded_programs()
+        .flatten()
+        .filter(|i| sock_ids.contains(&i.id()))
+        .fold((0u64, 0u128), |(n, t), i| {
+            (n + i.run_count(), t + i.run_time().as_nanos())
+        });
+    drop(stats_fd);
+    eprintln!(
+        "uprobe_openssl short: {stats:?}; socket tracepoint programs: {runs} calls, {} ns \
+         per call",
+        time.checked_div(u128::from(runs)).unwrap_or(0)
+    );
+    let chains: Vec<PeerChain> = all
+        .into_iter()
+        .filter(|c| ours(c, pair.server_ip))
+        .collect();
+    assert_eq!(
+        chains.len(),
+        2,
+        "one chain per side, both mapped: {chains:#?}"
+    );
+    let server_addr: SocketAddr = accept.parse().unwrap();
+    let (got_by_client, got_by_server) = by_side(&chains, server_addr);
+    assert_eq!(der_hashes(&got_by_client.ders), want_server);
+    assert_eq!(der_hashes(&got_by_server.ders), want_client);
+    assert_eq!(got_by_client.flow(), got_by_server.flow(), "same 4-tuple");
+    let client_addr = got_by_client.local.expect("client endpoint");
+    assert_eq!(client_addr.ip(), IpAddr::V4(pair.client_ip));
+    assert_eq!(got_by_server.remote, Some(client_addr));
+    assert!(
+        stats.sockets >= 2,
+        "endpoints taken in the kernel: {stats:?}"
+    );
+}
+
+const SHORT_PORT: u16 = 4434;
+
+/// `openssl s_server` for one TLS 1.3 connection on `accept`, with the srv_both chain (its
+/// intermediates in `srv_int`), requiring a client certificate.
+fn mutual_server(
+    pair: &NetnsPair,
+    accept: &str,
+    certs: &std::path::Path,
+    srv_int: &str,
+) -> (Killed, BufReader<std::process::ChildStdout>) {
+    let p = |f: &str| -> String { certs.join(f).to_str().unwrap().to_string() };
+    s_server(
+        pair,
+        &[
+            "-accept",
+            accept,
+            "-tls1_3",
+            "-naccept",
+            "1",
+            "-cert",
+            &p("srv_both.crt"),
+            "-key",
+            &p("srv_both.key"),
+            "-cert_chain",
+            srv_int,
+            "-CAfile",
+            &p("root-ca.crt"),
+            "-Verify",
+            "3",
+        ],
+    )
+    .expect("s_server")
+}
+
+/// Whether a chain belongs to a connection with `server`. Only the test's own connection
+/// counts: other `openssl` processes on the host (a parallel test elsewhere) are probed too,
+/// since the probes sit on the shared library file.
+fn ours(c: &PeerChain, server: Ipv4Addr) -> bool {
+    [c.local, c.remote]
+        .iter()
+        .flatten()
+        .any(|a| a.ip() == IpAddr::V4(server))
+}
+
+/// Polls until two chains of connections with `server` arrived or `limit` passed; returns
+/// every chain handed out.
+fn poll_ours(probes: &mut TlsProbes, server: Ipv4Addr, limit: Duration) -> Vec<PeerChain> {
+    let mut all: Vec<PeerChain> = Vec::new();
+    let start = Instant::now();
+    while all.iter().filter(|c| ours(c, server)).count() < 2 && start.elapsed() < limit {
+        probes
+            .poll(Duration::from_millis(100), &mut |c| all.push(c))
+            .expect("poll");
+    }
+    all
+}
+
+/// The chains the client (its peer is `server`) and the server (its own endpoint) received,
+/// each tied to its connection.
+fn by_side(chains: &[PeerChain], server: SocketAddr) -> (&PeerChain, &PeerChain) {
+    let client = chains
+        .iter()
+        .find(|c| c.remote == Some(server))
+        .expect("the chain s_client received, tied to its connection");
+    let srv = chains
+        .iter()
+        .find(|c| c.local == Some(server))
+        .expect("the chain s_server received, tied to its connection");
+    (client, srv)
 }

@@ -8,9 +8,13 @@
 //! (`BIO_set_fd` then `SSL_set_bio`, which both `SSL_set_fd` and `BIO_new_socket` users go
 //! through). This side keeps the records whose `d2i_X509` returns into libssl's text (the
 //! peer's chain; own-chain and CA-bundle loads return into libcrypto's PEM code or the
-//! application), assembles chains per (process, `SSL*`), maps the socket fd to its TCP 4-tuple
-//! through `/proc/PID/fd` and the process's own `/proc/PID/net/tcp{,6}` (so an MTA in another
-//! network namespace works), and hands out [`PeerChain`]s keyed by that 4-tuple.
+//! application), assembles chains per (process, `SSL*`), ties each to its TCP 4-tuple, and
+//! hands out [`PeerChain`]s keyed by that 4-tuple. The 4-tuple comes from the kernel
+//! (`EV_SOCK`: the socket endpoints read at the handshake's first socket I/O, in the MTA's own
+//! context, through the `sock_send_length`/`sock_recv_length` tracepoints; IPv4 only), so a
+//! connection closed before this side reads the ring still maps; failing that, from the socket
+//! fd through `/proc/PID/fd` and the process's own `/proc/PID/net/tcp{,6}` (so an MTA in
+//! another network namespace works).
 //!
 //! Probes attach per library *file* found in the allow-listed processes' `/proc/PID/maps`
 //! (through `/proc/PID/root`, so a process in another mount namespace works too): one attach
@@ -47,12 +51,13 @@ use aya::programs::uprobe::UProbeScope;
 use aya::programs::{RawTracePoint, UProbe};
 use aya::Ebpf;
 use mxcert_ebpf::tls::{
-    comm_key, counter, TlsEvent, COMM_LEN, EVENT_LEN, EV_BIO_FD, EV_CERT, EV_EXEC, EV_EXIT,
-    EV_GNUTLS_CERT, EV_GNUTLS_DEINIT, EV_GNUTLS_TRANSPORT, EV_PEER, EV_SET_BIO, MAP_COMMS,
-    MAP_COUNTERS, MAP_EVENTS, MAX_CERT, MAX_COMMS, PEER_CERT_FUNCTIONS, PROG_BIO_INT_CTRL,
-    PROG_D2I_X509, PROG_GNUTLS_DEINIT, PROG_GNUTLS_PEERS, PROG_GNUTLS_PEERS_RET,
-    PROG_GNUTLS_TRANSPORT, PROG_GNUTLS_TRANSPORT_INT, PROG_PEER_CERT_ENTER, PROG_PEER_CERT_RET,
-    PROG_SCHED_EXEC, PROG_SCHED_EXIT, PROG_SSL_ENTER, PROG_SSL_SET_BIO, SSL_ENTRY_POINTS,
+    comm_key, counter, SockEndpoints, TlsEvent, AF_INET, COMM_LEN, EVENT_LEN, EV_BIO_FD, EV_CERT,
+    EV_EXEC, EV_EXIT, EV_GNUTLS_CERT, EV_GNUTLS_DEINIT, EV_GNUTLS_TRANSPORT, EV_PEER, EV_SET_BIO,
+    EV_SOCK, MAP_COMMS, MAP_COUNTERS, MAP_EVENTS, MAX_CERT, MAX_COMMS, PEER_CERT_FUNCTIONS,
+    PROGS_SOCK_IO, PROG_BIO_INT_CTRL, PROG_D2I_X509, PROG_GNUTLS_DEINIT, PROG_GNUTLS_PEERS,
+    PROG_GNUTLS_PEERS_RET, PROG_GNUTLS_TRANSPORT, PROG_GNUTLS_TRANSPORT_INT, PROG_PEER_CERT_ENTER,
+    PROG_PEER_CERT_RET, PROG_SCHED_EXEC, PROG_SCHED_EXIT, PROG_SSL_ENTER, PROG_SSL_SET_BIO,
+    SOCK_LEN, SSL_ENTRY_POINTS,
 };
 
 use super::bpfobj::{BpfObject, Parts};
@@ -156,6 +161,10 @@ pub struct TlsCounters {
     /// User: allow-listed processes started (exec) and ended (exit) while running.
     pub execs: u64,
     pub exits: u64,
+    /// Kernel: connection endpoints taken at the handshake's TCP I/O (`EV_SOCK`).
+    pub sockets: u64,
+    /// Kernel: connections on a non-`AF_INET` socket (IPv6): left to the /proc lookup.
+    pub sock_not_inet: u64,
 }
 
 #[derive(Default)]
@@ -277,6 +286,18 @@ impl TlsProbes {
             prog.attach(event)
                 .map_err(|e| load_error(&format!("attaching {name} to {event}"), &e))?;
         }
+        // Host-wide tracepoint programs (they run for every socket send/receive; the program
+        // checks the allow-list first), attached now: the endpoints must be taken while the
+        // connection is in use, however short it is. Without them (a kernel before 6.4) the
+        // /proc lookup alone maps connections, and the operator is told.
+        let mut reports = Vec::new();
+        match attach_sock_io(ebpf, &mut program_ids) {
+            Ok(()) => {}
+            Err(e) => reports.push(format!(
+                "{e}: TLS connections closed before their socket is looked up in /proc will \
+                 lack their TCP endpoints"
+            )),
+        }
         let mut comm_map: BpfHashMap<MapData, [u8; COMM_LEN], u8> = BpfHashMap::try_from(
             ebpf.take_map(MAP_COMMS)
                 .ok_or_else(|| failed(format!("the object has no map {MAP_COMMS}")))?,
@@ -309,7 +330,7 @@ impl TlsProbes {
             bios: HashMap::new(),
             conns: HashMap::new(),
             reported: HashSet::new(),
-            reports: Vec::new(),
+            reports,
             pending: Vec::new(),
             gnutls: gnutls::Gnutls::default(),
             handed: HashSet::new(),
@@ -477,6 +498,7 @@ impl TlsProbes {
                 (PROG_GNUTLS_TRANSPORT, "gnutls_transport_set_ptr"),
                 (PROG_GNUTLS_TRANSPORT, "gnutls_transport_set_ptr2"),
                 (PROG_GNUTLS_DEINIT, "gnutls_deinit"),
+                (PROG_SSL_ENTER, "gnutls_handshake"),
             ],
         };
         let mut guard = self.object.lock();
@@ -524,6 +546,8 @@ impl TlsProbes {
             filtered: get(counter::FILTERED),
             outside_ssl: get(counter::OUTSIDE_SSL),
             gnutls_peers: get(counter::GNUTLS_PEERS),
+            sockets: get(counter::SOCKETS),
+            sock_not_inet: get(counter::SOCK_NOT_INET),
             ..self.counters
         }
     }
@@ -622,21 +646,9 @@ impl TlsProbes {
                 // A certificate after the chain was handed out: a new handshake on the same
                 // SSL* (renegotiation, or `SSL_clear` reuse).
                 self.handed.remove(&key);
-                if !self.conns.contains_key(&key) {
-                    if self.conns.len() >= MAX_TRACKED {
-                        self.counters.table_full += 1;
-                        return;
-                    }
-                    let comm = self.comm(ev.tgid);
-                    self.conns.insert(
-                        key,
-                        Conn {
-                            comm,
-                            ..Conn::default()
-                        },
-                    );
-                }
-                let conn = self.conns.get_mut(&key).expect("inserted above");
+                let Some(conn) = self.conn_mut(key) else {
+                    return;
+                };
                 if conn.ders.len() >= MAX_CHAIN {
                     self.counters.chain_overflow += 1;
                     return;
@@ -644,6 +656,23 @@ impl TlsProbes {
                 conn.truncated |= ev.data_len < ev.der_len;
                 conn.ders.push(data.to_vec());
                 conn.last_cert_ns = ev.ktime_ns;
+            }
+            EV_SOCK => {
+                let Some((local, remote)) = sock_endpoints(data) else {
+                    self.counters.bad_records += 1;
+                    return;
+                };
+                if self.gnutls.set_endpoints((ev.tgid, ev.ssl), local, remote) {
+                    return;
+                }
+                // The kernel's endpoints win over the /proc lookup: they were taken during
+                // the handshake, while /proc was read later by fd number, which a closed
+                // connection may have handed on to the next one.
+                let Some(conn) = self.conn_mut((ev.tgid, ev.ssl)) else {
+                    return;
+                };
+                conn.local = Some(local);
+                conn.remote = Some(remote);
             }
             EV_GNUTLS_CERT | EV_GNUTLS_TRANSPORT | EV_GNUTLS_DEINIT => {
                 let procs = &self.procs;
@@ -788,6 +817,25 @@ impl TlsProbes {
             .any(|&(lo, hi)| (lo..hi).contains(&addr))
     }
 
+    /// The connection `key`, added when new (`None`, counted, when the table is full).
+    fn conn_mut(&mut self, key: (u32, u64)) -> Option<&mut Conn> {
+        if !self.conns.contains_key(&key) {
+            if self.conns.len() >= MAX_TRACKED {
+                self.counters.table_full += 1;
+                return None;
+            }
+            let comm = self.comm(key.0);
+            self.conns.insert(
+                key,
+                Conn {
+                    comm,
+                    ..Conn::default()
+                },
+            );
+        }
+        self.conns.get_mut(&key)
+    }
+
     fn comm(&self, tgid: u32) -> String {
         comm_of_proc(&self.procs, tgid)
     }
@@ -843,6 +891,29 @@ fn comm_of_proc(procs: &HashMap<u32, Proc>, tgid: u32) -> String {
         .or_else(|| std::fs::read_to_string(format!("/proc/{tgid}/comm")).ok())
         .map(|c| c.trim_end_matches('\n').to_string())
         .unwrap_or_default()
+}
+
+/// Loads and attaches [`PROGS_SOCK_IO`], adding their ids to `ids`.
+fn attach_sock_io(ebpf: &mut Ebpf, ids: &mut Vec<u32>) -> Result<(), LiveError> {
+    for (name, tracepoint) in PROGS_SOCK_IO {
+        let prog: &mut RawTracePoint = ebpf
+            .program_mut(name)
+            .ok_or_else(|| failed(format!("the object has no program {name}")))?
+            .try_into()
+            .map_err(|e| failed(format!("{name} is not a raw tracepoint program: {e}")))?;
+        prog.load()
+            .map_err(|e| load_error(&format!("loading {name}"), &e))?;
+        if let Ok(info) = prog.info() {
+            ids.push(info.id());
+        }
+        prog.attach(tracepoint).map_err(|e| {
+            load_error(
+                &format!("attaching {name} to tracepoint {tracepoint} (Linux 6.4+)"),
+                &e,
+            )
+        })?;
+    }
+    Ok(())
 }
 
 fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe, LiveError> {
@@ -921,6 +992,24 @@ fn parse_maps(maps: &str) -> Vec<LibMap> {
         });
     }
     out
+}
+
+/// The (local, remote) endpoints of an `EV_SOCK` payload.
+fn sock_endpoints(data: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
+    if data.len() != SOCK_LEN {
+        return None;
+    }
+    // SAFETY: SockEndpoints is plain old data (aya::Pod) and data holds SOCK_LEN bytes; the
+    // read is unaligned-safe.
+    let ep: SockEndpoints = unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
+    if ep.family != AF_INET {
+        return None;
+    }
+    let v4 = |a: [u8; 16]| IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]));
+    Some((
+        SocketAddr::new(v4(ep.local), ep.local_port),
+        SocketAddr::new(v4(ep.remote), ep.remote_port),
+    ))
 }
 
 /// The (local, remote) endpoints of TCP socket `fd` of process `tgid`, looked up in the
@@ -1046,6 +1135,29 @@ mod tests {
         assert_eq!(parse_event(&rec).unwrap().1.len(), 4);
         assert!(parse_event(&rec[..EVENT_LEN + 3]).is_none());
         assert!(parse_event(&rec[..8]).is_none());
+    }
+
+    #[test]
+    fn socket_records_give_ipv4_endpoints() {
+        let mut ep = SockEndpoints {
+            family: AF_INET,
+            local_port: 25,
+            remote_port: 40000,
+            ..Default::default()
+        };
+        ep.local[..4].copy_from_slice(&[198, 18, 40, 1]);
+        ep.remote[..4].copy_from_slice(&[198, 18, 40, 2]);
+        let mut data = vec![0u8; SOCK_LEN];
+        // SAFETY: data holds SOCK_LEN bytes.
+        unsafe { std::ptr::write_unaligned(data.as_mut_ptr().cast(), ep) };
+        let (l, r) = sock_endpoints(&data).unwrap();
+        assert_eq!(l, "198.18.40.1:25".parse().unwrap());
+        assert_eq!(r, "198.18.40.2:40000".parse().unwrap());
+        assert!(sock_endpoints(&data[..SOCK_LEN - 1]).is_none());
+        ep.family = 10;
+        // SAFETY: as above.
+        unsafe { std::ptr::write_unaligned(data.as_mut_ptr().cast(), ep) };
+        assert!(sock_endpoints(&data).is_none());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The GnuTLS path (Exim): chains per (process, session) from the records of the
 //! `gnutls_certificate_get_peers` return probe, tied to a socket by
-//! `gnutls_transport_set_{int2,ptr,ptr2}` and ended by `gnutls_deinit`.
+//! `gnutls_transport_set_{int2,ptr,ptr2}` and ended by `gnutls_deinit`. The endpoints come from
+//! the kernel (`EV_SOCK`, taken at the first socket I/O inside `gnutls_handshake`) or, failing
+//! that, from the fd through /proc.
 //!
 //! `gnutls_certificate_get_peers` returns the raw peer chain in wire order, complete, after the
 //! handshake (lib/cert-session.c); applications call it once the handshake is over, Exim several
@@ -73,6 +75,23 @@ impl Gnutls {
             EV_GNUTLS_CERT => self.cert(key, ev, data, comm, counters),
             _ => counters.bad_records += 1,
         }
+    }
+
+    /// Sets the endpoints of session `key` taken in the kernel during its handshake (they win
+    /// over the /proc lookup, which goes by fd number later); false when `key` is no GnuTLS
+    /// session known here.
+    pub(super) fn set_endpoints(
+        &mut self,
+        key: (u32, u64),
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> bool {
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return false;
+        };
+        s.local = Some(local);
+        s.remote = Some(remote);
+        true
     }
 
     fn cert(
@@ -213,6 +232,22 @@ mod tests {
         feed(&mut g, &mut c, ev(EV_GNUTLS_DEINIT, 7, 0, 0, 0), &[]);
         feed(&mut g, &mut c, ev(EV_GNUTLS_CERT, 7, 0, 1, 3), b"new");
         assert_eq!(g.take_ready()[0].ders, vec![b"new".to_vec()]);
+    }
+
+    #[test]
+    fn kernel_endpoints_map_a_session_whose_fd_is_gone() {
+        let (mut g, mut c) = (Gnutls::default(), TlsCounters::default());
+        let (l, r): (SocketAddr, SocketAddr) = (
+            "198.18.75.1:25".parse().unwrap(),
+            "198.18.75.2:40000".parse().unwrap(),
+        );
+        assert!(!g.set_endpoints((u32::MAX, 5), l, r), "unknown session");
+        feed(&mut g, &mut c, ev(EV_GNUTLS_TRANSPORT, 5, 0, 0, 0), &[]);
+        assert!(g.set_endpoints((u32::MAX, 5), l, r));
+        feed(&mut g, &mut c, ev(EV_GNUTLS_CERT, 5, 0, 1, 3), b"crt");
+        let out = g.take_ready();
+        assert_eq!((out[0].local, out[0].remote), (Some(l), Some(r)));
+        assert_eq!(c.unmapped, 0);
     }
 
     #[test]
