@@ -429,6 +429,34 @@ pub mod tls {
         k[..n].copy_from_slice(&b[..n]);
         k
     }
+
+    // End of handshake and process lifetime (the daemon's part of issue #8). Kind values
+    // start at 16 so other paths can add theirs below without renumbering.
+
+    /// `SSL_get0_peer_certificate(ssl)` / `SSL_get1_peer_certificate(ssl)` entry: remembers the
+    /// thread's `SSL*` for the return probe (a uretprobe sees no arguments).
+    pub const PROG_PEER_CERT_ENTER: &str = "mxcert_peer_cert_enter";
+    /// The same functions' return: sends [`EV_PEER`] (the `SSL*` and the returned `X509*`).
+    /// Applications ask for the peer certificate once the handshake is over (Postfix on both
+    /// sides, `openssl s_client`/`s_server`), so the chain of that `SSL*` is complete then.
+    pub const PROG_PEER_CERT_RET: &str = "mxcert_peer_cert_ret";
+    /// Both exported by OpenSSL 3 (`SSL_get_peer_certificate` is a macro for the get1 one).
+    pub const PEER_CERT_FUNCTIONS: [&str; 2] =
+        ["SSL_get0_peer_certificate", "SSL_get1_peer_certificate"];
+    /// Raw tracepoint `sched_process_exec`: an allow-listed program started ([`EV_EXEC`]).
+    pub const PROG_SCHED_EXEC: &str = "mxcert_sched_exec";
+    /// Raw tracepoint `sched_process_exit`: an allow-listed process ended ([`EV_EXIT`]).
+    pub const PROG_SCHED_EXIT: &str = "mxcert_sched_exit";
+    /// Thread id → the `SSL*` given to the peer-certificate call in progress (LRU).
+    pub const MAP_PEER_CALLS: &str = "MXCERT_TLS_PEER_CALLS";
+
+    /// [`TlsEvent::kind`]: the peer-certificate call of `ssl` returned `caller` (the `X509*`,
+    /// 0 when the peer sent no certificate).
+    pub const EV_PEER: u32 = 16;
+    /// [`TlsEvent::kind`]: process `tgid` exec'd into an allow-listed program.
+    pub const EV_EXEC: u32 = 17;
+    /// [`TlsEvent::kind`]: process `tgid` (its main thread) exited.
+    pub const EV_EXIT: u32 = 18;
 }
 
 // SAFETY: plain `#[repr(C)]` data with no padding holes the kernel could leave uninitialised

@@ -341,9 +341,9 @@ mod tls_probes {
     };
     use mxcert_ebpf::tls::{
         counter, SockEndpoints, TlsEvent, AF_INET, AF_INET6, BIO_C_SET_FD, COMM_LEN, EVENT_LEN,
-        EV_BIO_FD, EV_CERT, EV_GNUTLS_CERT, EV_GNUTLS_DEINIT, EV_GNUTLS_TRANSPORT, EV_SET_BIO,
-        EV_SOCK, GNUTLS_DATUM_LEN, MAX_CERT, MAX_COMMS, MAX_GNUTLS_CHAIN, MAX_THREADS, RING_BYTES,
-        SOCK_LEN,
+        EV_BIO_FD, EV_CERT, EV_EXEC, EV_EXIT, EV_GNUTLS_CERT, EV_GNUTLS_DEINIT,
+        EV_GNUTLS_TRANSPORT, EV_PEER, EV_SET_BIO, EV_SOCK, GNUTLS_DATUM_LEN, MAX_CERT, MAX_COMMS,
+        MAX_GNUTLS_CHAIN, MAX_THREADS, RING_BYTES, SOCK_LEN,
     };
 
     #[map]
@@ -687,6 +687,20 @@ mod tls_probes {
         0
     }
 
+    /// Thread id → the `SSL*` of its `SSL_get0/1_peer_certificate` call in progress, for the
+    /// return probe. LRU: an entry whose return was never seen (the thread died) is evicted.
+    #[map]
+    static MXCERT_TLS_PEER_CALLS: LruHashMap<u32, u64> =
+        LruHashMap::with_max_entries(MAX_THREADS, 0);
+
+    #[uprobe]
+    pub fn mxcert_peer_cert_enter(ctx: ProbeContext) -> u32 {
+        if let (Some((_, tid)), Some(ssl)) = (allowed(), ctx.arg::<u64>(0)) {
+            let _ = MXCERT_TLS_PEER_CALLS.insert(&tid, &ssl, 0);
+        }
+        0
+    }
+
     /// Its return: a `const gnutls_datum_t *` to `*list_size` raw DER certificates, the peer's
     /// chain in wire order, or NULL when the peer sent none (or the session has no
     /// certificate credentials).
@@ -775,6 +789,49 @@ mod tls_probes {
             let mut ev = event(EV_GNUTLS_DEINIT, tgid, tid);
             ev.ssl = ctx.arg::<u64>(0).unwrap_or(0);
             output(&ev);
+        }
+        0
+    }
+
+    /// The handshake of this `SSL*` is over: the application asks for the peer's certificate
+    /// (NULL: the peer sent none). Tells user space the chain is complete.
+    #[uretprobe]
+    pub fn mxcert_peer_cert_ret(ctx: RetProbeContext) -> u32 {
+        let Some((tgid, tid)) = allowed() else {
+            return 0;
+        };
+        // SAFETY: plain lookup; the value is copied out before the removal.
+        let Some(ssl) = (unsafe { MXCERT_TLS_PEER_CALLS.get(&tid) }).copied() else {
+            return 0;
+        };
+        let _ = MXCERT_TLS_PEER_CALLS.remove(&tid);
+        let mut ev = event(EV_PEER, tgid, tid);
+        ev.ssl = ssl;
+        ev.caller = ctx.ret::<u64>();
+        output(&ev);
+        0
+    }
+
+    /// `sched_process_exec` fires after the new image replaced the old one, its name included
+    /// (fs/exec.c: `begin_new_exec` sets the comm, `exec_binprm` then traces), so the
+    /// allow-list sees the new program's name. A raw tracepoint: attached through bpf(2) by
+    /// name, it needs no tracefs mount.
+    #[raw_tracepoint(tracepoint = "sched_process_exec")]
+    pub fn mxcert_sched_exec(_ctx: RawTracePointContext) -> i32 {
+        if let Some((tgid, tid)) = allowed() {
+            output(&event(EV_EXEC, tgid, tid));
+        }
+        0
+    }
+
+    /// `sched_process_exit` fires for every exiting thread (kernel/exit.c `do_exit`); only the
+    /// main thread's exit (tid == tgid) is sent, the process's end for user space.
+    #[raw_tracepoint(tracepoint = "sched_process_exit")]
+    pub fn mxcert_sched_exit(_ctx: RawTracePointContext) -> i32 {
+        if let Some((tgid, tid)) = allowed() {
+            if tgid == tid {
+                output(&event(EV_EXIT, tgid, tid));
+            }
         }
         0
     }

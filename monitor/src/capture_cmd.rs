@@ -12,6 +12,7 @@ use clap::{Args, CommandFactory, ValueEnum};
 
 use mxcert::capture::caps::CapSet;
 use mxcert::capture::select::{self, Backend};
+use mxcert::capture::tlslib::DEFAULT_COMMS;
 use mxcert::daemon::{self, config, metrics, Control, LoopConfig};
 use mxcert::session::{Config, Pipeline, PortSet};
 use mxcert::sink::clickhouse::ClickHouseArgs;
@@ -26,7 +27,9 @@ Every flag is also a key of the --config file (its long name, lists as TOML arra
 (MXCERT_ + the name in capitals: MXCERT_IFACE, MXCERT_METRICS_ADDR, MXCERT_OUT).
 Precedence: command line > environment > config file > default.
 
-Capabilities: eBPF needs CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON; libpcap needs CAP_NET_RAW.
+Capabilities: eBPF needs CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON; libpcap needs CAP_NET_RAW;
+the TLS-library probes (--tls-library auto) need CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN (uprobes),
+CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (the MTA's /proc/PID/root and /proc/PID/fd), or root.
 Signals: SIGTERM/SIGINT finish open sessions, flush and exit 0; SIGHUP reloads the policy.
 Records are appended to --out. See monitor/dist/ for a systemd unit and an example config.";
 
@@ -77,6 +80,30 @@ struct LiveArgs {
     /// Seconds between status lines in the log (0: none).
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     status_interval: u64,
+
+    /// Read TLS 1.3 certificates (encrypted on the wire) where the MTA's TLS library parses
+    /// them, through eBPF uprobes on OpenSSL 3: `auto` (on when the probes load; otherwise one
+    /// warning says why and what to do, and capture goes on wire-only) or `off`. Sessions
+    /// covered this way say `tls.chain_source = "uprobe"`.
+    #[arg(long, value_enum, default_value_t = TlsLibraryArg::Auto)]
+    tls_library: TlsLibraryArg,
+
+    /// Processes whose TLS library is probed, by name as in /proc/PID/comm (first 15 bytes;
+    /// repeatable or comma separated). Only their certificate loads are copied, filtered in the
+    /// kernel.
+    #[arg(
+        long,
+        value_name = "NAME",
+        value_delimiter = ',',
+        default_values_t = DEFAULT_COMMS.map(String::from)
+    )]
+    tls_processes: Vec<String>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum TlsLibraryArg {
+    Auto,
+    Off,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,8 +238,19 @@ fn run(args: CaptureArgs) -> Result<(), (u8, anyhow::Error)> {
             .map_err(usage)?;
         tracing::info!(%bound, "metrics at http://{bound}/metrics");
     }
-    let opened = select::open(backend, &live.iface, &c.ports, caps).map_err(|e| usage(e.into()))?;
+    let tls_on = live.tls_library == TlsLibraryArg::Auto;
+    let opened = select::open_with(backend, &live.iface, &c.ports, caps, tls_on)
+        .map_err(|e| usage(e.into()))?;
     let mut source = opened.source;
+    let mut library = if tls_on {
+        daemon::library::open(opened.object.as_ref(), &live.tls_processes, caps)
+    } else {
+        tracing::info!(
+            "TLS library probes off (--tls-library off): TLS 1.3 certificates are not read"
+        );
+        None
+    };
+    drop(opened.object);
     tracing::info!(
         backend = source.backend(),
         reason = %opened.reason,
@@ -222,7 +260,8 @@ fn run(args: CaptureArgs) -> Result<(), (u8, anyhow::Error)> {
         capeff = %caps.map(|c| format!("{:016x}", c.0)).unwrap_or_else(|| "unknown".into()),
         "capture started"
     );
-    let mut pipeline = Pipeline::with_classifier(cfg, classifier);
+    let mut pipeline =
+        Pipeline::with_classifier(library_config(cfg, library.is_some()), classifier);
     let classify = &args.classify;
     let mut reload = || crate::classifier(classify).map_err(|e| format!("{e:#}"));
     let loop_cfg = LoopConfig {
@@ -233,6 +272,7 @@ fn run(args: CaptureArgs) -> Result<(), (u8, anyhow::Error)> {
     let started = std::time::Instant::now();
     let result = daemon::run(
         source.as_mut(),
+        library.as_mut(),
         &mut pipeline,
         &mut sink,
         &control,
@@ -241,8 +281,13 @@ fn run(args: CaptureArgs) -> Result<(), (u8, anyhow::Error)> {
         &loop_cfg,
     );
     let counters = source.counters();
-    // Dropping the source closes the capture handles / detaches the eBPF program.
+    let tls = library
+        .as_ref()
+        .map(|l| (l.counters(), l.joined, l.attached_files()));
+    // Dropping the source and the probes closes the capture handles and detaches the eBPF
+    // programs (the last holder of the shared object unloads it).
     drop(source);
+    drop(library);
     // ClickHouse gets the time --clickhouse-drain-timeout allows to take what is queued (the
     // rest stays in the spool for the next start), also when the loop failed.
     let ch_stats = sink.close();
@@ -260,11 +305,47 @@ fn run(args: CaptureArgs) -> Result<(), (u8, anyhow::Error)> {
         reloads = report.reloads_ok,
         "capture stopped"
     );
+    if let Some((t, j, files)) = tls {
+        tracing::info!(
+            chains = t.chains,
+            attached = j.attached,
+            certificates = t.certs,
+            handshakes_ended = t.handshakes_ended,
+            no_peer_certificate = t.no_peer_certificate,
+            resumed = t.resumed,
+            execs = t.execs,
+            exits = t.exits,
+            lost = t.ring_full + t.read_errors + t.chain_overflow + t.table_full + t.bad_records,
+            files,
+            "TLS library probes stopped"
+        );
+    }
     if !c.quiet {
         crate::print_summary(&pipeline, &outputs, &[], counters.bytes, started.elapsed());
         if let Some(st) = ch_stats {
             eprintln!("  clickhouse    {st}");
         }
+        match tls {
+            Some((t, j, files)) => eprintln!(
+                "  tls library   {} chains read from the MTA's TLS library ({} joined to sessions, {} without a socket), {} certificates, {} library files probed, {} lost",
+                t.chains,
+                j.attached,
+                j.unjoinable,
+                t.certs,
+                files,
+                t.ring_full + t.read_errors + t.chain_overflow + t.table_full + t.bad_records
+            ),
+            None => eprintln!("  tls library   off"),
+        }
     }
     Ok(())
+}
+
+/// The pipeline holds TLS 1.3 records for library chains only when the probes run.
+fn library_config(cfg: Config, on: bool) -> Config {
+    let wait = i64::try_from(daemon::library::LIBRARY_WAIT.as_nanos()).unwrap_or(i64::MAX);
+    Config {
+        library_wait: on.then_some(wait),
+        ..cfg
+    }
 }

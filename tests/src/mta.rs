@@ -201,6 +201,9 @@ pub struct PostfixOpts {
     /// Run as a sending MTA in the client namespace, relaying all mail to this server over
     /// mandatory TLS (`chain_files` are then its client certificate); no listener.
     pub relay_to: Option<std::net::Ipv4Addr>,
+    /// With `relay_to`: keep the smtpd listeners too (a host that sends and receives; its
+    /// smtpd TLS settings then come from `main_cf`).
+    pub listen: bool,
 }
 
 impl PostfixOpts {
@@ -318,7 +321,7 @@ impl Postfix {
             "mxdeliver  unix  - n n - - pipe flags= user=nobody argv=/bin/dd of={}/${{queue_id}} status=none\n",
             mail.display()
         ));
-        if opts.relay_to.is_some() {
+        if opts.relay_to.is_some() && !opts.listen {
             // A sender only: no smtpd listeners.
             master = master
                 .lines()
@@ -335,9 +338,9 @@ impl Postfix {
                 String::from_utf8_lossy(&st.stderr)
             );
         }
-        if side == Side::Server {
+        if side == Side::Server || opts.listen {
             for port in [25, 465, 587] {
-                wait_listen(pair, Side::Server, &ip, port)?;
+                wait_listen(pair, side, &ip, port)?;
             }
         }
         Ok(pf)
@@ -488,6 +491,9 @@ impl Tcpdump {
         let child = pair
             .command(side, "tcpdump")
             .args(["-i", ifname, "-s", "0", "-U", "--immediate-mode"])
+            // A 16 MiB kernel buffer (default 2 MiB): a loaded machine otherwise drops packets
+            // of a fast veth transfer ("dropped by kernel").
+            .args(["-B", "16384"])
             .args(["--time-stamp-precision=nano", "-Z", "root", "-w"])
             .arg(&file)
             .stdout(Stdio::null())
@@ -526,6 +532,18 @@ impl Drop for Tcpdump {
 /// Frame lengths of a classic pcap file (any byte order), to check what the capture holds
 /// (e.g. that offloads produced super-packets).
 pub fn pcap_frame_lengths(file: &Path) -> Result<Vec<u32>> {
+    Ok(pcap_frames(file)?
+        .1
+        .into_iter()
+        .map(|(len, _)| len)
+        .collect())
+}
+
+/// A pcap frame: (original length, captured bytes).
+pub type PcapFrame = (u32, Vec<u8>);
+
+/// The link type of a classic pcap file (any byte order) and its frames.
+pub fn pcap_frames(file: &Path) -> Result<(u32, Vec<PcapFrame>)> {
     let b = std::fs::read(file)?;
     if b.len() < 24 {
         bail!("{}: not a pcap file", file.display());
@@ -543,10 +561,11 @@ pub fn pcap_frame_lengths(file: &Path) -> Result<Vec<u32>> {
     let mut i = 24;
     while i + 16 <= b.len() {
         let incl = u32at(i + 8) as usize;
-        out.push(u32at(i + 12));
+        let data = b[i + 16..(i + 16 + incl).min(b.len())].to_vec();
+        out.push((u32at(i + 12), data));
         i += 16 + incl;
     }
-    Ok(out)
+    Ok((u32at(20), out))
 }
 
 /// Where `cargo xtask setup` (pcaps/mta/exim-install.sh) unpacked the private Exim.

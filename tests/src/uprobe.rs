@@ -1,8 +1,8 @@
 //! Helpers for the TLS-library uprobe tests (tests/tests/uprobe_*.rs): an `openssl s_server`
 //! in a namespace, a child killed on drop, the kernel's view of loaded programs, and the
-//! certificates of a PEM chain file.
+//! fixture chains as DER.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +12,6 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::ebpf::sha256;
 use crate::netns::{NetnsPair, Side};
 
 /// A child process killed and reaped when dropped (a failing test leaves nothing running).
@@ -28,8 +27,18 @@ impl Drop for Killed {
 /// Starts `openssl s_server <args>` in the server namespace and waits for its `ACCEPT` line
 /// (it listens from then on). Returns the process and the rest of its stdout.
 pub fn s_server(pair: &NetnsPair, args: &[&str]) -> Result<(Killed, BufReader<ChildStdout>)> {
+    s_server_as(pair, "openssl", args)
+}
+
+/// [`s_server`] run through `program` (a copy of the openssl binary under another name, to
+/// look like another process to the probes' allow-list).
+pub fn s_server_as(
+    pair: &NetnsPair,
+    program: &str,
+    args: &[&str],
+) -> Result<(Killed, BufReader<ChildStdout>)> {
     let mut server = Killed(
-        pair.command(Side::Server, "openssl")
+        pair.command(Side::Server, program)
             .arg("s_server")
             .args(args)
             .stdin(Stdio::piped())
@@ -49,6 +58,31 @@ pub fn s_server(pair: &NetnsPair, args: &[&str]) -> Result<(Killed, BufReader<Ch
     Ok((server, out))
 }
 
+/// Starts the probe holder `bin` (the `tls-hold` binary: `env!("CARGO_BIN_EXE_tls-hold")`)
+/// with the allow-list `comms` and waits for its `ready` line. Returns it, the number of
+/// library files it attached and its program ids.
+pub fn tls_hold(bin: &str, comms: &[&str]) -> Result<(Killed, u32, Vec<u32>)> {
+    let mut h = Killed(
+        std::process::Command::new(bin)
+            .args(comms)
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("start tls-hold")?,
+    );
+    let mut line = String::new();
+    BufReader::new(h.0.stdout.take().context("stdout")?).read_line(&mut line)?;
+    let fields: Vec<u32> = line
+        .strip_prefix("ready ")
+        .with_context(|| format!("tls-hold said {line:?}"))?
+        .split_whitespace()
+        .map(|s| s.parse())
+        .collect::<Result<_, _>>()?;
+    let Some((&files, ids)) = fields.split_first() else {
+        bail!("tls-hold said {line:?}");
+    };
+    Ok((h, files, ids.to_vec()))
+}
+
 /// How many of the programs `ids` the kernel still has loaded.
 pub fn programs_loaded(ids: &[u32]) -> usize {
     aya::programs::loaded_programs()
@@ -57,42 +91,75 @@ pub fn programs_loaded(ids: &[u32]) -> usize {
         .count()
 }
 
-/// The DER certificates of a PEM file, in file order (through `openssl x509`, one per block).
-pub fn pem_ders(path: &Path) -> Vec<Vec<u8>> {
-    let text = std::fs::read_to_string(path).expect("read PEM");
-    let end = "-----END CERTIFICATE-----";
-    text.split_inclusive(end)
-        .filter(|b| b.contains(end))
-        .map(|block| {
-            let mut child = Command::new("openssl")
-                .args(["x509", "-outform", "DER"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("openssl x509");
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(block.as_bytes())
-                .unwrap();
-            let out = child.wait_with_output().unwrap();
-            assert!(out.status.success(), "openssl x509 on {}", path.display());
-            out.stdout
-        })
-        .collect()
+/// The DER certificates of a PEM file, in file order (RFC 7468 blocks, base64 decoded here:
+/// a CA bundle holds ~140, too many to run a tool on each).
+pub fn pem_ders(path: &Path) -> Result<Vec<Vec<u8>>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let (begin, end) = ("-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----");
+    let mut out = Vec::new();
+    let mut rest = text.as_str();
+    while let Some(b) = rest.find(begin) {
+        let after = &rest[b + begin.len()..];
+        let Some(e) = after.find(end) else {
+            bail!("{}: a certificate block without its end", path.display());
+        };
+        out.push(base64(&after[..e]).with_context(|| format!("{}", path.display()))?);
+        rest = &after[e + end.len()..];
+    }
+    Ok(out)
 }
 
-pub fn hashes(ders: &[Vec<u8>]) -> Vec<[u8; 32]> {
-    ders.iter().map(|d| sha256(d)).collect()
+/// Standard base64 (RFC 4648 §4), whitespace ignored.
+fn base64(text: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+    {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => bail!("not base64: {:?}", c as char),
+        };
+        acc = acc << 6 | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Ok(out)
+}
+
+/// SHA-256 of each DER certificate, in order.
+pub fn der_hashes(ders: &[Vec<u8>]) -> Vec<[u8; 32]> {
+    ders.iter().map(|d| crate::ebpf::sha256(d)).collect()
 }
 
 /// Writes the intermediates of `chain_pem` (every block after the leaf) to `out`.
-pub fn intermediates(chain_pem: &Path, out: &Path) {
-    let text = std::fs::read_to_string(chain_pem).unwrap();
+pub fn write_intermediates(chain_pem: &Path, out: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(chain_pem)
+        .with_context(|| format!("reading {}", chain_pem.display()))?;
     let begin = "-----BEGIN CERTIFICATE-----";
-    let second = text[1..].find(begin).expect("a chain with an intermediate") + 1;
-    std::fs::write(out, &text[second..]).unwrap();
+    let Some(second) = text.get(1..).and_then(|t| t.find(begin)) else {
+        bail!("{} holds no intermediate", chain_pem.display());
+    };
+    std::fs::write(out, &text[second + 1..]).with_context(|| format!("writing {}", out.display()))
+}
+
+/// [`pem_ders`] of a fixture chain that must parse (tests only).
+pub fn chain_ders(path: &Path) -> Vec<Vec<u8>> {
+    pem_ders(path).expect("fixture chain")
+}
+
+/// [`write_intermediates`] of a fixture chain that must work (tests only).
+pub fn intermediates(chain_pem: &Path, out: &Path) {
+    write_intermediates(chain_pem, out).expect("intermediates of a fixture chain");
 }
 
 /// `openssl crl2pkcs7` loading the system CA bundle (~140 certificates) until stopped, at most
@@ -124,12 +191,29 @@ pub fn assert_no_cleartext_certificates(pcap: &Path, names: &[&str]) {
         wire.len()
     );
     for name in names {
-        for der in pem_ders(&crate::mta::certs_dir().join(format!("{name}.chain.pem"))) {
+        for der in chain_ders(&crate::mta::certs_dir().join(format!("{name}.chain.pem"))) {
             let needle = &der[der.len() - 64..];
             assert!(
                 !wire.windows(64).any(|w| w == needle),
                 "certificate bytes of {name} in cleartext on the wire"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pem_ders_equal_what_openssl_x509_writes() {
+        let pem = crate::repo_root().join("pcaps/certs/srv_both.chain.pem");
+        let ders = super::pem_ders(&pem).unwrap();
+        assert_eq!(ders.len(), 2);
+        let out = std::process::Command::new("openssl")
+            .args(["x509", "-outform", "DER", "-in"])
+            .arg(&pem)
+            .output()
+            .expect("openssl x509");
+        assert!(out.status.success());
+        assert_eq!(ders[0], out.stdout, "the leaf, decoded");
     }
 }

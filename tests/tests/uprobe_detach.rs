@@ -2,14 +2,13 @@
 //! SIGKILL (no destructor runs) leaves no uprobe link and no program behind, and the probed
 //! process (`openssl s_server`) keeps completing TLS 1.3 handshakes before and after.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use mxcert_system_tests::ebpf::require_ebpf;
 use mxcert_system_tests::netns::{NetnsPair, Side};
 use mxcert_system_tests::repo_root;
-use mxcert_system_tests::uprobe::{programs_loaded, s_server, Killed};
+use mxcert_system_tests::uprobe::{programs_loaded, s_server, tls_hold};
 
 const PORT: u16 = 4434;
 
@@ -75,29 +74,17 @@ fn sigkill_of_the_holder_removes_the_uprobes() {
     // s_server prints each session; drain its output so it never blocks.
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
 
-    let mut holder = Killed(
-        Command::new(env!("CARGO_BIN_EXE_tls-hold"))
-            .arg("openssl")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start tls-hold"),
-    );
-    let mut line = String::new();
-    BufReader::new(holder.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("read ready line");
-    let fields: Vec<u32> = line
-        .strip_prefix("ready ")
-        .unwrap_or_else(|| panic!("tls-hold said {line:?}"))
-        .split_whitespace()
-        .map(|s| s.parse().unwrap())
-        .collect();
-    let (files, ids) = (fields[0], &fields[1..]);
+    let (mut holder, files, ids) =
+        tls_hold(env!("CARGO_BIN_EXE_tls-hold"), &["openssl"]).expect("tls-hold");
+    let ids = &ids;
     assert_eq!(files, 2, "libssl and libcrypto of s_server attached");
-    assert_eq!(ids.len(), 11);
-    // 9 SSL_* entry points + SSL_set_bio in libssl, d2i_X509 + BIO_int_ctrl in libcrypto, and
-    // the programs on the sock_send_length and sock_recv_length tracepoints.
-    assert_eq!(links_of(ids), 14, "probe links while the holder runs");
+    // 6 OpenSSL uprobe programs + 5 GnuTLS ones + the exec/exit raw tracepoints + the
+    // sock_send_length/sock_recv_length ones.
+    assert_eq!(ids.len(), 15);
+    // 9 SSL_* entry points + SSL_set_bio + entry and return of SSL_get0/1_peer_certificate in
+    // libssl, d2i_X509 + BIO_int_ctrl in libcrypto, and the 4 raw tracepoints (s_server maps no
+    // libgnutls: those programs stay unattached).
+    assert_eq!(links_of(ids), 20, "probe links while the holder runs");
 
     assert!(handshake(&pair), "handshake with the probes attached");
     holder.0.kill().expect("SIGKILL");

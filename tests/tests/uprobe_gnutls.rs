@@ -27,7 +27,8 @@ use mxcert_system_tests::mta::{
 };
 use mxcert_system_tests::netns::{run, NetnsPair, Side};
 use mxcert_system_tests::uprobe::{
-    assert_no_cleartext_certificates, ca_bundle_noise, hashes, intermediates, pem_ders, Killed,
+    assert_no_cleartext_certificates, ca_bundle_noise, chain_ders, der_hashes, intermediates,
+    Killed,
 };
 
 /// A copy of sleep(1) under this name maps no TLS library at all.
@@ -43,7 +44,7 @@ fn allow() -> Vec<String> {
 }
 
 fn chain_hashes(name: &str) -> Vec<[u8; 32]> {
-    hashes(&pem_ders(&certs_dir().join(format!("{name}.chain.pem"))))
+    der_hashes(&chain_ders(&certs_dir().join(format!("{name}.chain.pem"))))
 }
 
 /// Polls the probes until `done` holds for the chains of this test (those with an endpoint at
@@ -234,7 +235,7 @@ fn exim_server_reads_the_client_chains_through_gnutls() {
         );
         let by_exim = by_exim[0];
         assert_eq!(
-            &hashes(&by_exim.ders),
+            &der_hashes(&by_exim.ders),
             want,
             "{label}: client chain via GnuTLS"
         );
@@ -244,7 +245,7 @@ fn exim_server_reads_the_client_chains_through_gnutls() {
             .find(|c| c.comm == "openssl" && c.remote == Some(server))
             .expect("the chain s_client received");
         assert_eq!(
-            hashes(&by_client.ders),
+            der_hashes(&by_client.ders),
             want_server,
             "{label}: server chain via OpenSSL"
         );
@@ -393,14 +394,14 @@ fn exim_client_reads_the_server_chain_through_gnutls() {
         .collect();
     assert_eq!(by_exim.len(), 1, "one chain per handshake: {chains:#?}");
     assert_eq!(
-        hashes(&by_exim[0].ders),
+        der_hashes(&by_exim[0].ders),
         want_server,
         "server chain via GnuTLS"
     );
     let by_smtpd: Vec<&PeerChain> = chains.iter().filter(|c| c.comm == "smtpd").collect();
     assert_eq!(by_smtpd.len(), 1, "{chains:#?}");
     assert_eq!(
-        hashes(&by_smtpd[0].ders),
+        der_hashes(&by_smtpd[0].ders),
         want_client,
         "Exim's client chain via OpenSSL"
     );

@@ -20,7 +20,7 @@ use mxcert_system_tests::ebpf::require_ebpf;
 use mxcert_system_tests::netns::{NetnsPair, Side};
 use mxcert_system_tests::repo_root;
 use mxcert_system_tests::uprobe::{
-    assert_no_cleartext_certificates, ca_bundle_noise, hashes, intermediates, pem_ders,
+    assert_no_cleartext_certificates, ca_bundle_noise, chain_ders, der_hashes, intermediates,
     programs_loaded, s_server, Killed,
 };
 
@@ -40,15 +40,15 @@ fn openssl_tls13_chains_are_read_through_the_library() {
     let cli_int = tmp.join("cli-int.pem");
     intermediates(&certs.join(format!("{srv}.chain.pem")), &srv_int);
     intermediates(&certs.join(format!("{cli}.chain.pem")), &cli_int);
-    let want_server = hashes(&pem_ders(&certs.join(format!("{srv}.chain.pem"))));
-    let want_client = hashes(&pem_ders(&certs.join(format!("{cli}.chain.pem"))));
+    let want_server = der_hashes(&chain_ders(&certs.join(format!("{srv}.chain.pem"))));
+    let want_client = der_hashes(&chain_ders(&certs.join(format!("{cli}.chain.pem"))));
     assert_eq!((want_server.len(), want_client.len()), (2, 2));
     let p = |f: &str| -> String { certs.join(f).to_str().unwrap().to_string() };
     let s = |f: &PathBuf| -> String { f.to_str().unwrap().to_string() };
 
     let mut probes = TlsProbes::open(&["openssl".into()]).expect("load the TLS probes");
     let ids = probes.program_ids().to_vec();
-    assert_eq!(ids.len(), 11);
+    assert_eq!(ids.len(), 15, "{ids:?}");
 
     let pcap = tmp.join("wire.pcap");
     let mut dump = Killed(
@@ -143,8 +143,8 @@ fn openssl_tls13_chains_are_read_through_the_library() {
     assert_eq!(chains.len(), 2, "one chain per side: {chains:#?}");
     let server_addr: SocketAddr = connect.parse().unwrap();
     let (got_by_client, got_by_server) = by_side(&chains, server_addr);
-    assert_eq!(hashes(&got_by_client.ders), want_server);
-    assert_eq!(hashes(&got_by_server.ders), want_client);
+    assert_eq!(der_hashes(&got_by_client.ders), want_server);
+    assert_eq!(der_hashes(&got_by_server.ders), want_client);
     assert!(!got_by_client.truncated && !got_by_server.truncated);
     assert_eq!(got_by_client.flow(), got_by_server.flow(), "same 4-tuple");
     assert_eq!(got_by_client.comm, "openssl");
@@ -192,8 +192,8 @@ fn short_connection_maps_through_the_kernel() {
     intermediates(&certs.join("srv_both.chain.pem"), &srv_int);
     intermediates(&certs.join("cli_clientauth.chain.pem"), &cli_int);
     let (srv_int, cli_int) = (srv_int.to_str().unwrap(), cli_int.to_str().unwrap());
-    let want_server = hashes(&pem_ders(&certs.join("srv_both.chain.pem")));
-    let want_client = hashes(&pem_ders(&certs.join("cli_clientauth.chain.pem")));
+    let want_server = der_hashes(&chain_ders(&certs.join("srv_both.chain.pem")));
+    let want_client = der_hashes(&chain_ders(&certs.join("cli_clientauth.chain.pem")));
 
     let mut probes = TlsProbes::open(&["openssl".into()]).expect("load the TLS probes");
     let reports = probes.take_reports();
@@ -276,8 +276,8 @@ fn short_connection_maps_through_the_kernel() {
     );
     let server_addr: SocketAddr = accept.parse().unwrap();
     let (got_by_client, got_by_server) = by_side(&chains, server_addr);
-    assert_eq!(hashes(&got_by_client.ders), want_server);
-    assert_eq!(hashes(&got_by_server.ders), want_client);
+    assert_eq!(der_hashes(&got_by_client.ders), want_server);
+    assert_eq!(der_hashes(&got_by_server.ders), want_client);
     assert_eq!(got_by_client.flow(), got_by_server.flow(), "same 4-tuple");
     let client_addr = got_by_client.local.expect("client endpoint");
     assert_eq!(client_addr.ip(), IpAddr::V4(pair.client_ip));

@@ -17,7 +17,9 @@ commands:
   demo     read the shipped sample captures (pcaps/), write records and the HTML report, print the text report
   pcaps    regenerate the fixture captures in pcaps/ with real Postfix/Exim/swaks (root, ~3 min)
   bench    throughput and memory figures of `mxcert read` on synthetic captures
-           (`bench clickhouse`: sink throughput and --clickhouse overhead vs JSON lines)
+           (`bench clickhouse`: sink throughput and --clickhouse overhead vs JSON lines;
+           `bench tls-library [s] [rounds]`: cost of the TLS-library uprobes per hit and on
+           the TLS 1.3 handshake rate, root)
   bench-ebpf [MB]  cost of the eBPF capture path: throughput and ns/packet in namespaces (root)";
 
 fn main() -> Result<()> {
@@ -29,20 +31,7 @@ fn main() -> Result<()> {
         Some("demo") => demo(&root),
         Some("pcaps") => run(Command::new("bash").arg(root.join("pcaps/make.sh"))),
         Some("bench") => bench(&root, &args[1..]),
-        Some("bench-ebpf") => run(Command::new(
-            std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
-        )
-        .current_dir(&root)
-        .args([
-            "run",
-            "--release",
-            "-p",
-            "mxcert-system-tests",
-            "--bin",
-            "ebpf-bench",
-            "--",
-        ])
-        .args(&args[1..])),
+        Some("bench-ebpf") => system_bench(&root, "ebpf-bench", &args[1..]),
         Some("-h") | Some("--help") | None => {
             println!("{USAGE}");
             Ok(())
@@ -214,6 +203,10 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
             "clickhouse_bench",
         ]));
     }
+    if args.first().map(String::as_str) == Some("tls-library") {
+        // Handshakes between two namespaces with and without the uprobes (root).
+        return system_bench(root, "tls-bench", &args[1..]);
+    }
     run(Command::new(&cargo)
         .current_dir(root)
         .args([
@@ -226,4 +219,22 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
             "--",
         ])
         .args(args))
+}
+
+/// Runs the system-test crate's benchmark binary `bin` (release build) with `args`.
+fn system_bench(root: &Path, bin: &str, args: &[String]) -> Result<()> {
+    run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(root)
+            .args([
+                "run",
+                "--release",
+                "-p",
+                "mxcert-system-tests",
+                "--bin",
+                bin,
+                "--",
+            ])
+            .args(args),
+    )
 }

@@ -34,6 +34,28 @@ pub const CAP_BPF: Cap = Cap {
 /// "perfmon" programs (CAP_PERFMON; kernel/bpf/syscall.c, `bpf_token_capable`). Before 5.8
 /// all of this was CAP_SYS_ADMIN, which still implies CAP_BPF and CAP_PERFMON.
 pub const EBPF_CAPS: [Cap; 3] = [CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON];
+pub const CAP_DAC_READ_SEARCH: Cap = Cap {
+    bit: 2,
+    name: "CAP_DAC_READ_SEARCH",
+};
+pub const CAP_SYS_PTRACE: Cap = Cap {
+    bit: 19,
+    name: "CAP_SYS_PTRACE",
+};
+
+/// What the TLS-library probes need, measured as a non-root user on Linux 6.18 (tls-hold
+/// under `setpriv --ambient-caps`): loading programs and maps and reading user memory from BPF
+/// (CAP_BPF, CAP_PERFMON); a system-wide uprobe `perf_event_open` fails with EACCES without
+/// CAP_SYS_ADMIN; the library file is opened through `/proc/PID/root` (ptrace access:
+/// CAP_SYS_PTRACE); the socket behind an fd is read in `/proc/PID/fd`, a 0500 directory of the
+/// MTA's user (CAP_DAC_READ_SEARCH, plus ptrace access for the links).
+pub const TLS_LIBRARY_CAPS: [Cap; 5] = [
+    CAP_BPF,
+    CAP_PERFMON,
+    CAP_SYS_ADMIN,
+    CAP_SYS_PTRACE,
+    CAP_DAC_READ_SEARCH,
+];
 /// What the libpcap backend needs: an AF_PACKET socket (net/packet/af_packet.c,
 /// `packet_create`).
 pub const PCAP_CAPS: [Cap; 1] = [CAP_NET_RAW];

@@ -26,6 +26,7 @@ use mxcert_ebpf::{
     PROG_EGRESS, PROG_INGRESS,
 };
 
+use super::bpfobj::{BpfObject, Parts};
 use super::{FlowTuple, LinkType, LiveError, LiveSource, Packet, SourceCounters};
 
 const BACKEND: &str = "ebpf";
@@ -113,7 +114,8 @@ struct Partial {
     buf: Vec<u8>,
 }
 
-/// The eBPF live source. Dropping it detaches the programs (the links are owned by `_ebpf`).
+/// The eBPF live source. Dropping it detaches the programs, unless the TLS probes still hold
+/// the shared object (the links are owned by it).
 pub struct EbpfSource {
     ring: RingBuf<MapData>,
     flows: BpfHashMap<MapData, FlowKey, FlowState>,
@@ -124,7 +126,8 @@ pub struct EbpfSource {
     // Maps the programs reference stay alive with them; dropped last (fields drop in order).
     _ports: BpfHashMap<MapData, u16, u8>,
     _ifaces: BpfHashMap<MapData, u32, u32>,
-    _ebpf: Ebpf,
+    // The object owns the programs and their links (shared with the TLS probes).
+    _object: BpfObject,
 }
 
 impl EbpfSource {
@@ -132,6 +135,26 @@ impl EbpfSource {
     /// interface in `ifaces`. Interfaces are looked up in the calling thread's network namespace.
     pub fn open(ifaces: &[String], ports: &[u16]) -> Result<EbpfSource, LiveError> {
         available().map_err(unavailable)?;
+        let parts = Parts {
+            tc: true,
+            tls: false,
+        };
+        EbpfSource::from_object(&BpfObject::load(parts)?, ifaces, ports)
+    }
+
+    /// As [`EbpfSource::open`], taking the TC programs and maps from an object loaded once for
+    /// the daemon (which may also hold the TLS-library probes).
+    pub fn from_object(
+        object: &BpfObject,
+        ifaces: &[String],
+        ports: &[u16],
+    ) -> Result<EbpfSource, LiveError> {
+        available().map_err(unavailable)?;
+        if !object.parts().tc {
+            return Err(failed(
+                "the BPF object was loaded without the TC part".into(),
+            ));
+        }
         if ifaces.is_empty() || ifaces.len() > MAX_IFACES as usize {
             return Err(failed(format!(
                 "give between 1 and {MAX_IFACES} interfaces (got {})",
@@ -144,16 +167,17 @@ impl EbpfSource {
                 ports.len()
             )));
         }
-        let object = object().ok_or_else(|| unavailable(NO_OBJECT.into()))?;
-        let mut ebpf = Ebpf::load(object).map_err(|e| load_error("loading the BPF maps", &e))?;
+        let shared = object.clone();
+        let mut guard = shared.lock();
+        let ebpf: &mut Ebpf = &mut guard;
 
-        let mut port_map: BpfHashMap<MapData, u16, u8> = take_map(&mut ebpf, MAP_PORTS)?;
+        let mut port_map: BpfHashMap<MapData, u16, u8> = take_map(ebpf, MAP_PORTS)?;
         for &p in ports {
             port_map
                 .insert(p, 1, 0)
                 .map_err(|e| failed(format!("cannot add port {p} to {MAP_PORTS}: {e}")))?;
         }
-        let mut iface_map: BpfHashMap<MapData, u32, u32> = take_map(&mut ebpf, MAP_IFACES)?;
+        let mut iface_map: BpfHashMap<MapData, u32, u32> = take_map(ebpf, MAP_IFACES)?;
         for name in ifaces {
             if link_kind(name)? == LinkKind::RawIp {
                 let index = ifindex(name)?;
@@ -189,7 +213,7 @@ impl EbpfSource {
                 .ok_or_else(|| failed(format!("the object has no map {MAP_EVENTS}")))?,
         )
         .map_err(|e| failed(format!("{MAP_EVENTS}: {e}")))?;
-        let flows = take_map(&mut ebpf, MAP_FLOWS)?;
+        let flows = take_map(ebpf, MAP_FLOWS)?;
         let counters = PerCpuArray::try_from(
             ebpf.take_map(MAP_COUNTERS)
                 .ok_or_else(|| failed(format!("the object has no map {MAP_COUNTERS}")))?,
@@ -197,6 +221,7 @@ impl EbpfSource {
         .map_err(|e| failed(format!("{MAP_COUNTERS}: {e}")))?;
         // Chunk records carry the CPU number; one partial frame per possible CPU.
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| failed(format!("{what}: {e}")))?;
+        drop(guard);
         Ok(EbpfSource {
             ring,
             flows,
@@ -206,8 +231,13 @@ impl EbpfSource {
             flow_mark_errors: 0,
             _ports: port_map,
             _ifaces: iface_map,
-            _ebpf: ebpf,
+            _object: shared,
         })
+    }
+
+    /// The object the programs come from, for the TLS probes to share.
+    pub fn object(&self) -> &BpfObject {
+        &self._object
     }
 
     /// Kernel IDs of the loaded programs (for `bpftool prog show id N` and the detach tests).

@@ -2,6 +2,7 @@
 //! live-capture issue) yields [`Packet`]s that borrow from the source's own buffer, so the
 //! per-packet path allocates nothing. [`decode`] turns a packet into a [`TcpSegment`].
 
+pub mod bpfobj;
 pub mod caps;
 pub mod decode;
 pub mod ebpf;

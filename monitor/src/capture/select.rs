@@ -1,6 +1,7 @@
 //! Choosing and opening a live backend: `ebpf`, `pcap`, or `auto` (eBPF when it loads, else
 //! libpcap), with the reason for the choice, which the daemon logs at start.
 
+use super::bpfobj::{BpfObject, Parts};
 use super::caps::{self, CapSet, EBPF_CAPS, PCAP_CAPS};
 use super::live::{LiveError, LiveSource};
 use super::pcap::PcapSource;
@@ -17,6 +18,9 @@ pub enum Backend {
 pub struct Opened {
     pub source: Box<dyn LiveSource>,
     pub reason: String,
+    /// The eBPF object the source was loaded from (eBPF backend), for the TLS-library probes
+    /// to share.
+    pub object: Option<BpfObject>,
 }
 
 /// Opens the requested backend on `ifaces`. `caps` is the effective capability set (None:
@@ -28,8 +32,21 @@ pub fn open(
     ports: &[u16],
     caps: Option<CapSet>,
 ) -> Result<Opened, LiveError> {
+    open_with(backend, ifaces, ports, caps, false)
+}
+
+/// As [`open`]; with `tls`, an eBPF source's object is loaded with the TLS-library part too
+/// (returned in [`Opened::object`]), so the probes need no second object.
+pub fn open_with(
+    backend: Backend,
+    ifaces: &[String],
+    ports: &[u16],
+    caps: Option<CapSet>,
+    tls: bool,
+) -> Result<Opened, LiveError> {
+    let mut object = None;
     let missing = |need: &[caps::Cap]| caps.map(|c| c.missing(need)).unwrap_or_default();
-    let ebpf = || -> Result<Box<dyn LiveSource>, LiveError> {
+    let mut ebpf = || -> Result<Box<dyn LiveSource>, LiveError> {
         let m = missing(&EBPF_CAPS);
         if !m.is_empty() {
             return Err(LiveError::Unavailable {
@@ -40,7 +57,14 @@ pub fn open(
                 ),
             });
         }
-        open_ebpf(ifaces, ports)
+        super::ebpf::available().map_err(|reason| LiveError::Unavailable {
+            backend: "ebpf",
+            reason,
+        })?;
+        let obj = BpfObject::load(Parts { tc: true, tls })?;
+        let source = super::ebpf::EbpfSource::from_object(&obj, ifaces, ports)?;
+        object = Some(obj);
+        Ok(Box::new(source))
     };
     let pcap = || -> Result<Box<dyn LiveSource>, LiveError> {
         let m = missing(&PCAP_CAPS);
@@ -55,31 +79,22 @@ pub fn open(
         }
         Ok(Box::new(PcapSource::open(ifaces, ports)?))
     };
-    match backend {
-        Backend::Ebpf => Ok(Opened {
-            source: ebpf()?,
-            reason: "requested with --backend ebpf".into(),
-        }),
-        Backend::Pcap => Ok(Opened {
-            source: pcap()?,
-            reason: "requested with --backend pcap".into(),
-        }),
+    let (source, reason) = match backend {
+        Backend::Ebpf => (ebpf()?, "requested with --backend ebpf".into()),
+        Backend::Pcap => (pcap()?, "requested with --backend pcap".into()),
         Backend::Auto => match ebpf() {
-            Ok(source) => Ok(Opened {
-                source,
-                reason: "auto: the eBPF program loaded".into(),
-            }),
-            Err(e) => Ok(Opened {
-                source: pcap()?,
-                reason: format!("auto: falling back to libpcap because {e}"),
-            }),
+            Ok(source) => (source, "auto: the eBPF program loaded".into()),
+            Err(e) => (
+                pcap()?,
+                format!("auto: falling back to libpcap because {e}"),
+            ),
         },
-    }
-}
-
-/// The eBPF backend ([`super::ebpf`]): TC programs with the in-kernel cutoff.
-fn open_ebpf(ifaces: &[String], ports: &[u16]) -> Result<Box<dyn LiveSource>, LiveError> {
-    Ok(Box::new(super::ebpf::EbpfSource::open(ifaces, ports)?))
+    };
+    Ok(Opened {
+        source,
+        reason,
+        object,
+    })
 }
 
 /// The interfaces' own addresses as host networks (/32, /128): the default `--local-net` of a

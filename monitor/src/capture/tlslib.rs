@@ -21,12 +21,23 @@
 //! covers every process mapping that file. They are perf-event links owned by this process and
 //! vanish when it exits, even by SIGKILL.
 //!
+//! The end of a handshake is the application asking for the peer's certificate
+//! (`SSL_get0_peer_certificate` / `SSL_get1_peer_certificate`, uretprobes): the chain of that
+//! `SSL*` is handed out then, empty when the call returned NULL (the peer sent none). For
+//! applications that never ask, a chain is handed out once no certificate arrived for it for
+//! [`QUIET`]. Either way each handshake's chain is handed out once.
+//!
 //! The GnuTLS path (Exim) reads the chain `gnutls_certificate_get_peers` returns, in
 //! [`gnutls`](self::gnutls).
 //!
-//! Not done yet (TODO(#8)): statically linked copies (symbols in the executable), exec/exit
-//! tracking (callers call [`TlsProbes::refresh`] periodically), resumption marking, and the join
-//! into the session record.
+//! Processes are followed through the raw tracepoints `sched_process_exec` / `_exit`
+//! (filtered by the same allow-list in the kernel): a new MTA process is adopted at once (its
+//! maps read, new library files attached), an exited one forgotten (what it had complete is
+//! handed out). [`TlsProbes::refresh`] is the start-up scan and a slow safety net.
+//!
+//! The programs and maps come from the daemon's one [`BpfObject`] (shared with the TC source).
+//!
+//! Not done yet (TODO(#8)): statically linked copies (symbols in the executable).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
@@ -41,13 +52,16 @@ use aya::programs::{RawTracePoint, UProbe};
 use aya::Ebpf;
 use mxcert_ebpf::tls::{
     comm_key, counter, SockEndpoints, TlsEvent, AF_INET, COMM_LEN, EVENT_LEN, EV_BIO_FD, EV_CERT,
-    EV_GNUTLS_CERT, EV_GNUTLS_DEINIT, EV_GNUTLS_TRANSPORT, EV_SET_BIO, EV_SOCK, MAP_COMMS,
-    MAP_COUNTERS, MAP_EVENTS, MAX_CERT, MAX_COMMS, PROGS_SOCK_IO, PROG_BIO_INT_CTRL, PROG_D2I_X509,
-    PROG_GNUTLS_DEINIT, PROG_GNUTLS_PEERS, PROG_GNUTLS_PEERS_RET, PROG_GNUTLS_TRANSPORT,
-    PROG_GNUTLS_TRANSPORT_INT, PROG_SSL_ENTER, PROG_SSL_SET_BIO, SOCK_LEN, SSL_ENTRY_POINTS,
+    EV_EXEC, EV_EXIT, EV_GNUTLS_CERT, EV_GNUTLS_DEINIT, EV_GNUTLS_TRANSPORT, EV_PEER, EV_SET_BIO,
+    EV_SOCK, MAP_COMMS, MAP_COUNTERS, MAP_EVENTS, MAX_CERT, MAX_COMMS, PEER_CERT_FUNCTIONS,
+    PROGS_SOCK_IO, PROG_BIO_INT_CTRL, PROG_D2I_X509, PROG_GNUTLS_DEINIT, PROG_GNUTLS_PEERS,
+    PROG_GNUTLS_PEERS_RET, PROG_GNUTLS_TRANSPORT, PROG_GNUTLS_TRANSPORT_INT, PROG_PEER_CERT_ENTER,
+    PROG_PEER_CERT_RET, PROG_SCHED_EXEC, PROG_SCHED_EXIT, PROG_SSL_ENTER, PROG_SSL_SET_BIO,
+    SOCK_LEN, SSL_ENTRY_POINTS,
 };
 
-use super::ebpf::{clock_ns, load_error, object, NO_OBJECT};
+use super::bpfobj::{BpfObject, Parts};
+use super::ebpf::{clock_ns, load_error};
 use super::{FlowTuple, LiveError};
 
 mod gnutls;
@@ -69,6 +83,13 @@ pub const MAX_CHAIN: usize = 16;
 pub const MAX_TRACKED: usize = 65_536;
 /// Most ring records handled per poll.
 pub const MAX_RECORDS_PER_POLL: usize = 65_536;
+/// How long a process that just exec'd is watched for its libssl mapping: the dynamic loader
+/// maps the libraries after the exec returns (the tracepoint fires before), within
+/// milliseconds; a program still without libssl then is adopted as it is (and reported).
+pub const ADOPT_WAIT: Duration = Duration::from_secs(2);
+/// Most processes waiting for adoption at once; beyond, they are left to the periodic
+/// [`TlsProbes::refresh`] and counted in [`TlsCounters::table_full`].
+pub const MAX_ADOPTING: usize = 4096;
 
 /// The chain a process received from its peer on one connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +150,17 @@ pub struct TlsCounters {
     pub repeats: u64,
     /// User (GnuTLS): results with a record missing (ring full, read error): dropped.
     pub incomplete: u64,
+    /// User: handshakes whose end the application signalled (`SSL_get0/1_peer_certificate`
+    /// returned): the chain was handed out then, not on the [`QUIET`] timer.
+    pub handshakes_ended: u64,
+    /// User: of those, chains handed out empty (the peer sent no certificate).
+    pub no_peer_certificate: u64,
+    /// User: of those, handshakes that parsed no certificate although the library had one for
+    /// the peer (a resumed session): no chain handed out.
+    pub resumed: u64,
+    /// User: allow-listed processes started (exec) and ended (exit) while running.
+    pub execs: u64,
+    pub exits: u64,
     /// Kernel: connection endpoints taken at the handshake's TCP I/O (`EV_SOCK`).
     pub sockets: u64,
     /// Kernel: connections on a non-`AF_INET` socket (IPv6): left to the /proc lookup.
@@ -150,6 +182,9 @@ struct Proc {
     comm: String,
     /// Executable mappings of libssl: a `d2i_X509` returning in here parses a peer's chain.
     ssl_text: Vec<(u64, u64)>,
+    /// When its maps were read (monotonic ns): an exec record older than this is of the
+    /// image already read (the ring is read later than the scan of /proc ran).
+    read_ns: u64,
 }
 
 /// The loaded TLS-library probes. Dropping it detaches them.
@@ -168,26 +203,54 @@ pub struct TlsProbes {
     conns: HashMap<(u32, u64), Conn>,
     reported: HashSet<String>,
     reports: Vec<String>,
-    /// Chains closed by a new `SSL_set_bio` on the same `SSL*`, handed out at the next flush.
+    /// Chains closed by a new `SSL_set_bio` on the same `SSL*`, by the end of the handshake or
+    /// by the process's exit, handed out at the next flush.
     pending: Vec<PeerChain>,
     gnutls: gnutls::Gnutls,
+    /// (process, `SSL*`) whose chain was handed out: a second peer-certificate call of the
+    /// same handshake hands out nothing. Cleared by the next handshake on that `SSL*`.
+    handed: HashSet<(u32, u64)>,
+    /// Processes that just exec'd, waiting for their libssl mapping, with the deadline
+    /// (monotonic ns).
+    adopting: Vec<(u32, u64)>,
     program_ids: Vec<u32>,
     counters: TlsCounters,
-    _ebpf: Ebpf,
+    object: BpfObject,
 }
 
 impl TlsProbes {
     /// Loads the programs and the allow-list `comms` (process names; the kernel compares the
-    /// first 15 bytes). Nothing is attached until [`TlsProbes::refresh`] finds a process.
+    /// first 15 bytes) from an object of their own. Library files are attached when
+    /// [`TlsProbes::refresh`] or an exec finds a process.
     pub fn open(comms: &[String]) -> Result<TlsProbes, LiveError> {
-        let object = object().ok_or_else(|| unavailable(NO_OBJECT.into()))?;
+        let parts = Parts {
+            tc: false,
+            tls: true,
+        };
+        let object = BpfObject::load(parts).map_err(|e| match e {
+            LiveError::Unavailable { reason, .. } => unavailable(reason),
+            LiveError::Failed { reason, .. } => failed(reason),
+        })?;
+        TlsProbes::from_object(&object, comms)
+    }
+
+    /// As [`TlsProbes::open`], taking the programs and maps from the daemon's shared object.
+    /// The exec/exit tracepoints are attached here.
+    pub fn from_object(object: &BpfObject, comms: &[String]) -> Result<TlsProbes, LiveError> {
         if comms.is_empty() || comms.len() > MAX_COMMS as usize {
             return Err(failed(format!(
                 "give between 1 and {MAX_COMMS} process names (got {})",
                 comms.len()
             )));
         }
-        let mut ebpf = Ebpf::load(object).map_err(|e| load_error("loading the BPF maps", &e))?;
+        if !object.parts().tls {
+            return Err(failed(
+                "the BPF object was loaded without the TLS-library part".into(),
+            ));
+        }
+        let shared = object.clone();
+        let mut guard = shared.lock();
+        let ebpf: &mut Ebpf = &mut guard;
         let mut program_ids = Vec::new();
         for name in [
             PROG_D2I_X509,
@@ -199,25 +262,35 @@ impl TlsProbes {
             PROG_GNUTLS_TRANSPORT,
             PROG_GNUTLS_TRANSPORT_INT,
             PROG_GNUTLS_DEINIT,
+            PROG_PEER_CERT_ENTER,
+            PROG_PEER_CERT_RET,
         ] {
-            let prog = uprobe(&mut ebpf, name)?;
+            let prog = uprobe(ebpf, name)?;
             prog.load()
                 .map_err(|e| load_error(&format!("loading {name}"), &e))?;
             if let Ok(info) = prog.info() {
                 program_ids.push(info.id());
             }
         }
+        attach_raw_tracepoints(
+            ebpf,
+            &[
+                (PROG_SCHED_EXEC, "sched_process_exec"),
+                (PROG_SCHED_EXIT, "sched_process_exit"),
+            ],
+            &mut program_ids,
+        )?;
         // Host-wide tracepoint programs (they run for every socket send/receive; the program
         // checks the allow-list first), attached now: the endpoints must be taken while the
         // connection is in use, however short it is. Without them (a kernel before 6.4) the
-        // /proc lookup alone maps connections, and the operator is told.
+        // /proc lookup alone maps connections, and the operator is told. Loaded last: the
+        // tests read their ids at the end of `program_ids`.
         let mut reports = Vec::new();
-        match attach_sock_io(&mut ebpf, &mut program_ids) {
-            Ok(()) => {}
-            Err(e) => reports.push(format!(
+        if let Err(e) = attach_raw_tracepoints(ebpf, &PROGS_SOCK_IO, &mut program_ids) {
+            reports.push(format!(
                 "{e}: TLS connections closed before their socket is looked up in /proc will \
                  lack their TCP endpoints"
-            )),
+            ));
         }
         let mut comm_map: BpfHashMap<MapData, [u8; COMM_LEN], u8> = BpfHashMap::try_from(
             ebpf.take_map(MAP_COMMS)
@@ -239,6 +312,7 @@ impl TlsProbes {
                 .ok_or_else(|| failed(format!("the object has no map {MAP_COUNTERS}")))?,
         )
         .map_err(|e| failed(format!("{MAP_COUNTERS}: {e}")))?;
+        drop(guard);
         Ok(TlsProbes {
             ring,
             _comms: comm_map,
@@ -253,9 +327,11 @@ impl TlsProbes {
             reports,
             pending: Vec::new(),
             gnutls: gnutls::Gnutls::default(),
+            handed: HashSet::new(),
+            adopting: Vec::new(),
             program_ids,
             counters: TlsCounters::default(),
-            _ebpf: ebpf,
+            object: shared,
         })
     }
 
@@ -305,7 +381,16 @@ impl TlsProbes {
             }
             newly += self.adopt(pid, comm);
         }
-        self.procs.retain(|pid, _| alive.contains(pid));
+        // Exits missed (a full ring) are caught here.
+        let gone: Vec<u32> = self
+            .procs
+            .keys()
+            .filter(|pid| !alive.contains(pid))
+            .copied()
+            .collect();
+        for pid in gone {
+            self.forget(pid);
+        }
         self.gnutls.retain_procs(&alive);
         self.bare.retain(|pid| alive.contains(pid));
         Ok(newly)
@@ -348,8 +433,22 @@ impl TlsProbes {
         }
         for (path, kind) in files {
             let full = format!("/proc/{pid}/root{path}");
-            let Ok(meta) = std::fs::metadata(&full) else {
-                continue;
+            let meta = match std::fs::metadata(&full) {
+                Ok(m) => m,
+                Err(e) => {
+                    // Gone meanwhile is fine; a permission error means mxcert lacks ptrace
+                    // access to the process (CAP_SYS_PTRACE) and would silently probe nothing.
+                    if e.kind() == io::ErrorKind::PermissionDenied {
+                        self.report_once(
+                            comm,
+                            format!(
+                                "cannot open {path} of process {comm} (pid {pid}) through \
+                                 /proc/{pid}/root: {e}; grant CAP_SYS_PTRACE or run as root"
+                            ),
+                        );
+                    }
+                    continue;
+                }
             };
             if self.attached.contains(&(meta.dev(), meta.ino())) {
                 continue;
@@ -370,6 +469,7 @@ impl TlsProbes {
             Proc {
                 comm: comm.to_string(),
                 ssl_text,
+                read_ns: monotonic_ns(),
             },
         );
         newly
@@ -396,10 +496,24 @@ impl TlsProbes {
                 (PROG_SSL_ENTER, "gnutls_handshake"),
             ],
         };
+        let mut guard = self.object.lock();
         for (prog, symbol) in points {
-            uprobe(&mut self._ebpf, prog)?
+            uprobe(&mut guard, prog)?
                 .attach(symbol, path, UProbeScope::AllProcesses)
                 .map_err(|e| load_error(&format!("attaching {prog} to {symbol} in {path}"), &e))?;
+        }
+        if kind == LibKind::Ssl {
+            // The end-of-handshake signal is optional: a libssl without these exports (before
+            // OpenSSL 3) still gets its chains, on the QUIET timer.
+            for symbol in PEER_CERT_FUNCTIONS {
+                for prog in [PROG_PEER_CERT_ENTER, PROG_PEER_CERT_RET] {
+                    if let Err(e) =
+                        uprobe(&mut guard, prog)?.attach(symbol, path, UProbeScope::AllProcesses)
+                    {
+                        tracing::debug!(%symbol, %path, error = %e, "no end-of-handshake probe");
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -456,7 +570,11 @@ impl TlsProbes {
             }
             self.drain();
         }
-        Ok(self.flush(monotonic_ns(), f))
+        let now = monotonic_ns();
+        if !self.adopting.is_empty() {
+            self.adopt_new(now);
+        }
+        Ok(self.flush(now, f))
     }
 
     fn drain(&mut self) -> usize {
@@ -486,9 +604,13 @@ impl TlsProbes {
             }
             EV_SET_BIO => {
                 let key = (ev.tgid, ev.ssl);
+                // A new connection on this SSL*: what the old one had is complete.
+                self.handed.remove(&key);
                 if let Some(old) = self.conns.remove(&key) {
-                    let chain = self.finish(key, old);
-                    self.pending.push(chain);
+                    if !old.ders.is_empty() {
+                        let chain = self.finish(key, old);
+                        self.pending.push(chain);
+                    }
                 }
                 if self.conns.len() >= MAX_TRACKED {
                     self.counters.table_full += 1;
@@ -515,7 +637,11 @@ impl TlsProbes {
                     self.counters.no_ssl += 1;
                     return;
                 }
-                let Some(conn) = self.conn_mut((ev.tgid, ev.ssl)) else {
+                let key = (ev.tgid, ev.ssl);
+                // A certificate after the chain was handed out: a new handshake on the same
+                // SSL* (renegotiation, or `SSL_clear` reuse).
+                self.handed.remove(&key);
+                let Some(conn) = self.conn_mut(key) else {
                     return;
                 };
                 if conn.ders.len() >= MAX_CHAIN {
@@ -548,7 +674,115 @@ impl TlsProbes {
                 let comm = |tgid| comm_of_proc(procs, tgid);
                 self.gnutls.handle(&ev, data, &comm, &mut self.counters);
             }
+            EV_PEER => self.handshake_ended((ev.tgid, ev.ssl), ev.caller),
+            EV_EXEC => {
+                self.counters.execs += 1;
+                if self
+                    .procs
+                    .get(&ev.tgid)
+                    .is_some_and(|p| p.read_ns > ev.ktime_ns && !p.ssl_text.is_empty())
+                {
+                    // Adopted by a /proc scan after this exec: its maps are the new image's,
+                    // and the process may be gone by now (a short one), so they are kept.
+                    return;
+                }
+                // The old image is gone: so are its connections and mappings.
+                self.forget(ev.tgid);
+                if self.adopting.len() >= MAX_ADOPTING {
+                    self.counters.table_full += 1;
+                    return;
+                }
+                let deadline = ev.ktime_ns.saturating_add(ADOPT_WAIT.as_nanos() as u64);
+                self.adopting.push((ev.tgid, deadline));
+            }
+            EV_EXIT => {
+                self.counters.exits += 1;
+                self.forget(ev.tgid);
+            }
             _ => self.counters.bad_records += 1,
+        }
+    }
+
+    /// The application asked for the peer's certificate of `key`: the handshake is over.
+    /// `x509` is what the call returned (0: the peer sent no certificate).
+    fn handshake_ended(&mut self, key: (u32, u64), x509: u64) {
+        if self.handed.contains(&key) {
+            // Asked again in the same connection (Postfix asks during verification and for
+            // logging): the chain went out with the first call.
+            return;
+        }
+        // A connection whose `SSL_set_bio` was never seen (it began before mxcert) cannot be
+        // tied to a socket: nothing to hand out.
+        let Some(conn) = self.conns.remove(&key) else {
+            return;
+        };
+        self.counters.handshakes_ended += 1;
+        self.mark_handed(key);
+        if conn.ders.is_empty() && x509 != 0 {
+            // The library has a peer certificate it did not parse in this handshake: the
+            // session was resumed (RFC 8446 §2.2), its chain came with the original one.
+            self.counters.resumed += 1;
+            return;
+        }
+        if conn.ders.is_empty() {
+            self.counters.no_peer_certificate += 1;
+        }
+        let chain = self.finish(key, conn);
+        self.pending.push(chain);
+    }
+
+    fn mark_handed(&mut self, key: (u32, u64)) {
+        if self.handed.len() >= MAX_TRACKED {
+            // Bounded: losing the marks costs at most a duplicate empty chain for a
+            // connection asked twice, which the join ignores after its record went out.
+            self.counters.table_full += 1;
+            self.handed.clear();
+        }
+        self.handed.insert(key);
+    }
+
+    /// Process `tgid` exited or replaced its image: hands out the chains it had complete and
+    /// forgets the rest of it.
+    fn forget(&mut self, tgid: u32) {
+        let keys: Vec<(u32, u64)> = self.conns.keys().filter(|k| k.0 == tgid).copied().collect();
+        for k in keys {
+            let c = self.conns.remove(&k).expect("listed above");
+            if !c.ders.is_empty() {
+                let chain = self.finish(k, c);
+                self.pending.push(chain);
+            }
+        }
+        self.bios.retain(|k, _| k.0 != tgid);
+        self.handed.retain(|k| k.0 != tgid);
+        self.adopting.retain(|a| a.0 != tgid);
+        self.gnutls.forget(tgid);
+        self.procs.remove(&tgid);
+    }
+
+    /// Adopts the processes that exec'd once their libssl is mapped (or their wait is over).
+    fn adopt_new(&mut self, now: u64) {
+        let waiting = std::mem::take(&mut self.adopting);
+        for (pid, deadline) in waiting {
+            let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+            // Ready once both libraries' text is mapped: ld.so maps a library's whole range
+            // read-only first and its executable segment after (elf/dl-map-segments.h), and
+            // libssl's text is what tells a peer's chain from other loads.
+            let libs = parse_maps(&maps);
+            let mapped = |k: LibKind| libs.iter().any(|l| l.kind == k && l.exec);
+            // GnuTLS (Exim) needs only its one library.
+            let ready =
+                (mapped(LibKind::Ssl) && mapped(LibKind::Crypto)) || mapped(LibKind::Gnutls);
+            if ready || now >= deadline {
+                let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
+                    continue; // gone already
+                };
+                let comm = comm.trim_end_matches('\n').to_string();
+                if self.allow.contains(&comm) {
+                    self.adopt(pid, &comm);
+                }
+            } else {
+                self.adopting.push((pid, deadline));
+            }
         }
     }
 
@@ -569,8 +803,20 @@ impl TlsProbes {
             Proc {
                 comm: comm.trim_end_matches('\n').to_string(),
                 ssl_text,
+                read_ns: monotonic_ns(),
             }
         });
+        if proc.ssl_text.is_empty() {
+            // Adopted before its loader mapped libssl's text (or never seen mapping it): look
+            // again, this is rare and cheap.
+            if let Ok(maps) = std::fs::read_to_string(format!("/proc/{tgid}/maps")) {
+                proc.ssl_text = parse_maps(&maps)
+                    .into_iter()
+                    .filter(|l| l.kind == LibKind::Ssl && l.exec)
+                    .map(|l| (l.start, l.end))
+                    .collect();
+            }
+        }
         proc.ssl_text
             .iter()
             .any(|&(lo, hi)| (lo..hi).contains(&addr))
@@ -614,7 +860,9 @@ impl TlsProbes {
         }
     }
 
-    /// Hands out the chains complete at `now` (monotonic ns).
+    /// Hands out the chains complete at `now` (monotonic ns): those whose end was signalled
+    /// or whose process ended, then, for applications that never ask for the peer
+    /// certificate, those quiet for [`QUIET`].
     fn flush(&mut self, now: u64, f: &mut dyn FnMut(PeerChain)) -> usize {
         let quiet = QUIET.as_nanos() as u64;
         let done: Vec<(u32, u64)> = self
@@ -626,9 +874,9 @@ impl TlsProbes {
         let mut out = std::mem::take(&mut self.pending);
         for k in done {
             let c = self.conns.remove(&k).expect("listed above");
+            self.mark_handed(k);
             out.push(self.finish(k, c));
         }
-        out.retain(|c| !c.ders.is_empty());
         // GnuTLS chains are complete when handed over, empty ones included: the library
         // returned NULL after the handshake, the peer sent no certificate.
         out.extend(self.gnutls.take_ready());
@@ -650,25 +898,26 @@ fn comm_of_proc(procs: &HashMap<u32, Proc>, tgid: u32) -> String {
         .unwrap_or_default()
 }
 
-/// Loads and attaches [`PROGS_SOCK_IO`], adding their ids to `ids`.
-fn attach_sock_io(ebpf: &mut Ebpf, ids: &mut Vec<u32>) -> Result<(), LiveError> {
-    for (name, tracepoint) in PROGS_SOCK_IO {
+/// Loads and attaches the raw tracepoint programs `progs` (name, tracepoint), adding their
+/// ids to `ids`.
+fn attach_raw_tracepoints(
+    ebpf: &mut Ebpf,
+    progs: &[(&str, &str)],
+    ids: &mut Vec<u32>,
+) -> Result<(), LiveError> {
+    for &(name, tracepoint) in progs {
         let prog: &mut RawTracePoint = ebpf
             .program_mut(name)
             .ok_or_else(|| failed(format!("the object has no program {name}")))?
             .try_into()
-            .map_err(|e| failed(format!("{name} is not a raw tracepoint program: {e}")))?;
+            .map_err(|e| failed(format!("{name} is not a raw tracepoint: {e}")))?;
         prog.load()
             .map_err(|e| load_error(&format!("loading {name}"), &e))?;
         if let Ok(info) = prog.info() {
             ids.push(info.id());
         }
-        prog.attach(tracepoint).map_err(|e| {
-            load_error(
-                &format!("attaching {name} to tracepoint {tracepoint} (Linux 6.4+)"),
-                &e,
-            )
-        })?;
+        prog.attach(tracepoint)
+            .map_err(|e| load_error(&format!("attaching {name} to {tracepoint}"), &e))?;
     }
     Ok(())
 }

@@ -318,6 +318,120 @@ pub fn render(s: &Snapshot<'_>) -> String {
     o.0
 }
 
+/// Appends the TLS-library probes' families (`mxcert_tls_library_*`) to `text`; with the
+/// probes off only `mxcert_tls_library_up 0`, so a dashboard can tell "off" from "no traffic".
+pub fn render_tls_library(text: &mut String, lib: Option<&super::library::Library>) {
+    let mut o = Out(std::mem::take(text));
+    o.one(
+        "tls_library_up",
+        "gauge",
+        "1 when the TLS-library probes (TLS 1.3 certificates read from the MTA's library) run.",
+        &[],
+        u64::from(lib.is_some()),
+    );
+    if let Some(lib) = lib {
+        let c = lib.counters();
+        let j = lib.joined;
+        o.one(
+            "tls_library_attached_files",
+            "gauge",
+            "TLS library files (libssl, libcrypto) the probes are attached to.",
+            &[],
+            lib.attached_files() as u64,
+        );
+        o.one(
+            "tls_library_certificates_total",
+            "counter",
+            "Certificates of allow-listed processes copied by the kernel side.",
+            &[],
+            c.certs,
+        );
+        o.one(
+            "tls_library_certificate_bytes_total",
+            "counter",
+            "DER bytes of those certificates.",
+            &[],
+            c.cert_bytes,
+        );
+        o.one(
+            "tls_library_chains_total",
+            "counter",
+            "Peer chains assembled and handed out.",
+            &[],
+            c.chains,
+        );
+        o.one(
+            "tls_library_chains_attached_total",
+            "counter",
+            "Chains handed to the pipeline to join their session record.",
+            &[],
+            j.attached,
+        );
+        o.family(
+            "tls_library_handshakes_total",
+            "counter",
+            "Handshakes whose end the application signalled, by what the peer sent.",
+        );
+        let with_chain = c
+            .handshakes_ended
+            .saturating_sub(c.no_peer_certificate + c.resumed);
+        o.sample(
+            "tls_library_handshakes_total",
+            &[("peer", "chain")],
+            with_chain,
+        );
+        o.sample(
+            "tls_library_handshakes_total",
+            &[("peer", "no_certificate")],
+            c.no_peer_certificate,
+        );
+        o.sample(
+            "tls_library_handshakes_total",
+            &[("peer", "resumed")],
+            c.resumed,
+        );
+        o.family(
+            "tls_library_processes_total",
+            "counter",
+            "Allow-listed processes started and ended while running.",
+        );
+        o.sample("tls_library_processes_total", &[("event", "exec")], c.execs);
+        o.sample("tls_library_processes_total", &[("event", "exit")], c.exits);
+        o.family(
+            "tls_library_filtered_total",
+            "counter",
+            "Certificate loads not copied, by why (not a peer chain).",
+        );
+        for (k, v) in [
+            ("other_process", c.filtered),
+            ("outside_ssl_call", c.outside_ssl),
+            ("not_parsed_by_libssl", c.not_peer),
+            ("no_ssl", c.no_ssl),
+        ] {
+            o.sample("tls_library_filtered_total", &[("reason", k)], v);
+        }
+        o.family(
+            "tls_library_lost_total",
+            "counter",
+            "Certificates or chains lost or cut, by cause (a bound hit or a failed read).",
+        );
+        for (k, v) in [
+            ("ring_full", c.ring_full),
+            ("read_error", c.read_errors),
+            ("truncated", c.truncated),
+            ("chain_overflow", c.chain_overflow),
+            ("table_full", c.table_full),
+            ("bad_record", c.bad_records),
+            ("no_socket", c.unmapped),
+            ("unjoinable", j.unjoinable),
+            ("poll_error", j.poll_errors),
+        ] {
+            o.sample("tls_library_lost_total", &[("cause", k)], v);
+        }
+    }
+    *text = o.0;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,6 +474,20 @@ mod tests {
             let name = l.split(['{', ' ']).next().unwrap();
             assert!(text.contains(&format!("# TYPE {name} ")), "{l}");
         }
+    }
+
+    #[test]
+    fn tls_library_off_is_told_apart_from_no_traffic() {
+        let mut text = "mxcert_up{backend=\"pcap\"} 1\n".to_string();
+        render_tls_library(&mut text, None);
+        assert!(
+            text.starts_with("mxcert_up{backend=\"pcap\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("# TYPE mxcert_tls_library_up gauge\nmxcert_tls_library_up 0\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! (see [`Control`]); everything happens on this one thread, between polls.
 
 pub mod config;
+pub mod library;
 pub mod metrics;
 
 use std::collections::BTreeMap;
@@ -111,9 +112,12 @@ fn wall_nanos() -> i64 {
 /// Runs until `control.stop` is set or the source/sink fails. On stop the pipeline is finished
 /// (open sessions become records, as at the end of a capture file) and the sink flushed;
 /// dropping the source afterwards detaches it. `reload` builds a new classifier when SIGHUP
-/// arrives; on error the old one stays and the error is logged.
+/// arrives; on error the old one stays and the error is logged. `library`, when on, is polled
+/// (without waiting) after each poll of the source, and its chains joined to the sessions.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     source: &mut dyn LiveSource,
+    mut library: Option<&mut library::Library>,
     pipeline: &mut Pipeline,
     sink: &mut dyn Sink,
     control: &Control,
@@ -136,29 +140,34 @@ pub fn run(
     let mut drops_reported = 0u64;
     let mut last_drop_warning: Option<Instant> = None;
     let backend = source.backend();
-    let publish =
-        |pipeline: &Pipeline, source: &dyn LiveSource, report: &RunReport, sink: &Counting<'_>| {
-            if let Some(expo) = expo {
-                let mut by_rule = report.findings_by_rule.clone();
-                if let Some(c) = pipeline.classifier() {
-                    for (k, v) in &c.stats.by_rule {
-                        *by_rule.entry(k).or_default() += v;
-                    }
+    let publish = |pipeline: &Pipeline,
+                   source: &dyn LiveSource,
+                   library: Option<&library::Library>,
+                   report: &RunReport,
+                   sink: &Counting<'_>| {
+        if let Some(expo) = expo {
+            let mut by_rule = report.findings_by_rule.clone();
+            if let Some(c) = pipeline.classifier() {
+                for (k, v) in &c.stats.by_rule {
+                    *by_rule.entry(k).or_default() += v;
                 }
-                expo.set(metrics::render(&metrics::Snapshot {
-                    backend,
-                    source: source.counters(),
-                    pipeline,
-                    findings_by_rule: &by_rule,
-                    reloads_ok: report.reloads_ok,
-                    reloads_failed: report.reloads_failed,
-                    records_written: sink.records,
-                    sink: &sink.counters(),
-                    start_time,
-                }));
             }
-        };
-    publish(pipeline, source, &report, &sink);
+            let mut text = metrics::render(&metrics::Snapshot {
+                backend,
+                source: source.counters(),
+                pipeline,
+                findings_by_rule: &by_rule,
+                reloads_ok: report.reloads_ok,
+                reloads_failed: report.reloads_failed,
+                records_written: sink.records,
+                sink: &sink.counters(),
+                start_time,
+            });
+            metrics::render_tls_library(&mut text, library);
+            expo.set(text);
+        }
+    };
+    publish(pipeline, source, library.as_deref(), &report, &sink);
     while !control.stop.load(Ordering::SeqCst) {
         if control.reload.swap(false, Ordering::SeqCst) {
             match reload() {
@@ -201,6 +210,9 @@ pub fn run(
         if let Some(e) = sink_err.take() {
             return Err(e.into());
         }
+        if let Some(lib) = library.as_deref_mut() {
+            lib.poll(pipeline, &mut sink)?;
+        }
         pipeline.tick(wall_nanos(), &mut sink)?;
         pipeline.drain_flow_events(&mut events);
         for e in events.drain(..) {
@@ -212,7 +224,7 @@ pub fn run(
         if last_flush.elapsed() >= cfg.flush_every {
             last_flush = Instant::now();
             sink.flush()?;
-            publish(pipeline, source, &report, &sink);
+            publish(pipeline, source, library.as_deref(), &report, &sink);
             let c = source.counters();
             let drops = c.dropped + c.if_dropped;
             if drops > drops_reported
@@ -247,9 +259,14 @@ pub fn run(
         }
     }
     tracing::info!("stopping: finishing open sessions and flushing records");
+    // The chains the probes hold now (handshakes that just ended) go in before the held
+    // records are released.
+    if let Some(lib) = library.as_deref_mut() {
+        lib.poll(pipeline, &mut sink)?;
+    }
     pipeline.finish(&mut sink)?;
     sink.flush()?;
-    publish(pipeline, source, &report, &sink);
+    publish(pipeline, source, library.as_deref(), &report, &sink);
     report.records = sink.records;
     if let Some(c) = pipeline.classifier() {
         for (k, v) in &c.stats.by_rule {
@@ -377,6 +394,7 @@ mod tests {
         let expo = metrics::Exposition::default();
         let report = run(
             &mut src,
+            None,
             &mut pipeline,
             &mut sink,
             &control,
@@ -426,6 +444,7 @@ mod tests {
         let mut sink = VecSink::default();
         let r = run(
             &mut src,
+            None,
             &mut pipeline,
             &mut sink,
             &control,

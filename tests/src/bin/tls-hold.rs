@@ -14,6 +14,9 @@ fn main() -> anyhow::Result<()> {
     let comms: Vec<String> = std::env::args().skip(1).collect();
     let mut probes = TlsProbes::open(&comms)?;
     probes.refresh()?;
+    for msg in probes.take_reports() {
+        eprintln!("tls-hold: {msg}");
+    }
     let ids: Vec<String> = probes.program_ids().iter().map(u32::to_string).collect();
     println!("ready {} {}", probes.attached_files(), ids.join(" "));
     std::io::stdout().flush()?;

@@ -182,6 +182,11 @@ impl Gnutls {
     pub(super) fn retain_procs(&mut self, alive: &HashSet<u32>) {
         self.sessions.retain(|(tgid, _), _| alive.contains(tgid));
     }
+
+    /// Forgets the sessions of one process (it exited or exec'd another image).
+    pub(super) fn forget(&mut self, tgid: u32) {
+        self.sessions.retain(|(t, _), _| *t != tgid);
+    }
 }
 
 #[cfg(test)]

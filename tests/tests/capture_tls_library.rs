@@ -1,0 +1,407 @@
+//! `mxcert capture --tls-library` (issue #8) with real programs: `openssl s_server -Verify`
+//! and `openssl s_client`, TLS 1.3 on a port of this test's range, each side with a leaf +
+//! intermediate chain from pcaps/certs, in two network namespaces.
+//!
+//! - `auto`: the session record carries both chains, equal by SHA-256 to the configured ones,
+//!   with `chain_source = "uprobe"`; the server is started after mxcert, so it is covered
+//!   through exec tracking (the whole run stays below the 30 s periodic /proc scan).
+//! - `off`: `chain_source` null, no chains, and the `tls.v13_uninspectable` finding.
+//! - The probes' programs (found through mxcert's own file descriptors, checked by name in the
+//!   kernel's program list) are gone after SIGTERM (exit 0, records flushed) and SIGKILL; with
+//!   the pcap backend the TC program is not loaded and its 8 MiB ring not allocated.
+//!
+//! Addresses 198.18.55-57.x, namespaces `mxd*`, ports 19450-19499 (this helper's range).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use mxcert_system_tests::ebpf::require_ebpf;
+use mxcert_system_tests::live::{self, Capture};
+use mxcert_system_tests::mta::wait_for;
+use mxcert_system_tests::netns::{NetnsPair, Side};
+use mxcert_system_tests::repo_root;
+use mxcert_system_tests::uprobe::{chain_ders, der_hashes, intermediates, s_server, Killed};
+
+const PORT: u16 = 19465;
+const METRICS: u16 = 19480;
+const SERVER_CHAIN: &str = "srv_both";
+const CLIENT_CHAIN: &str = "cli_clientauth";
+
+/// Lowercase hex of a hash, as the records write certificate identities.
+fn hex(h: &[u8; 32]) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn chain_hex(name: &str) -> Vec<String> {
+    let pem = repo_root().join(format!("pcaps/certs/{name}.chain.pem"));
+    der_hashes(&chain_ders(&pem)).iter().map(hex).collect()
+}
+
+fn workdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mxcert-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// One TLS 1.3 session with client certificates requested: s_server (started now, after
+/// mxcert) accepts one connection, s_client sends a line and ends.
+/// `server_up` runs once s_server listens, before the client starts.
+fn tls13_session(pair: &NetnsPair, dir: &Path, server_up: &dyn Fn()) {
+    let certs = repo_root().join("pcaps/certs");
+    let p = |f: &str| certs.join(f).to_str().unwrap().to_string();
+    let srv_int = dir.join("srv-int.pem");
+    let cli_int = dir.join("cli-int.pem");
+    intermediates(&certs.join(format!("{SERVER_CHAIN}.chain.pem")), &srv_int);
+    intermediates(&certs.join(format!("{CLIENT_CHAIN}.chain.pem")), &cli_int);
+    let addr = format!("{}:{PORT}", pair.server_ip);
+    let (server, out) = s_server(
+        pair,
+        &[
+            "-accept",
+            &addr,
+            "-tls1_3",
+            "-naccept",
+            "1",
+            "-cert",
+            &p(&format!("{SERVER_CHAIN}.crt")),
+            "-key",
+            &p(&format!("{SERVER_CHAIN}.key")),
+            "-cert_chain",
+            srv_int.to_str().unwrap(),
+            "-CAfile",
+            &p("root-ca.crt"),
+            "-Verify",
+            "3",
+        ],
+    )
+    .expect("s_server");
+    let mut out = out;
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    server_up();
+    let mut client = Killed(
+        pair.command(Side::Client, "openssl")
+            .args(["s_client", "-connect", &addr, "-tls1_3"])
+            .args(["-cert", &p(&format!("{CLIENT_CHAIN}.crt"))])
+            .args(["-key", &p(&format!("{CLIENT_CHAIN}.key"))])
+            .args(["-cert_chain", cli_int.to_str().unwrap()])
+            .args(["-CAfile", &p("root-ca.crt"), "-verify_return_error"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl s_client"),
+    );
+    client
+        .0
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"hello\n")
+        .unwrap();
+    // Both ends finish the handshake before the line is read; give them a moment, then let
+    // the client end (EOF) so the connection closes and the session record is written.
+    std::thread::sleep(Duration::from_millis(500));
+    drop(client.0.stdin.take());
+    let mut server = server;
+    let _ = live_wait(&mut client.0);
+    let _ = live_wait(&mut server.0);
+}
+
+fn live_wait(c: &mut std::process::Child) -> Option<std::process::ExitStatus> {
+    mxcert_system_tests::mta::wait_child(c, Duration::from_secs(10)).ok()
+}
+
+fn records(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The session record of this test's connection (its own addresses and port).
+fn our_session(recs: &[serde_json::Value], pair: &NetnsPair) -> serde_json::Value {
+    let ours: Vec<&serde_json::Value> = recs
+        .iter()
+        .filter(|r| {
+            r["record"] == "session"
+                && r["server_ip"] == pair.server_ip.to_string()
+                && r["client_ip"] == pair.client_ip.to_string()
+                && r["server_port"] == PORT
+        })
+        .collect();
+    assert_eq!(ours.len(), 1, "one session record: {recs:#?}");
+    ours[0].clone()
+}
+
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The BPF programs the process `pid` holds (from its file descriptors' fdinfo), with their
+/// names in the kernel's program list.
+fn programs_of(pid: u32) -> Vec<(u32, String)> {
+    let mut ids: Vec<u32> = Vec::new();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return Vec::new();
+    };
+    for fd in fds.flatten() {
+        let text = std::fs::read_to_string(fd.path()).unwrap_or_default();
+        for l in text.lines() {
+            if let Some(id) = l.strip_prefix("prog_id:") {
+                if let Ok(id) = id.trim().parse::<u32>() {
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+            }
+        }
+    }
+    loaded(&ids)
+}
+
+/// Which of `ids` the kernel still has loaded, with their names.
+fn loaded(ids: &[u32]) -> Vec<(u32, String)> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| ids.contains(&p.id()))
+        .map(|p| (p.id(), p.name_as_str().unwrap_or("").to_string()))
+        .collect()
+}
+
+/// Ring-buffer maps (BPF_MAP_TYPE_RINGBUF = 27) held by `pid`, by size.
+fn ring_sizes(pid: u32) -> Vec<u64> {
+    let mut sizes = Vec::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(fd.path()).unwrap_or_default();
+        if text.lines().any(|l| l == "map_type:\t27") {
+            if let Some(n) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("max_entries:"))
+                .and_then(|v| v.trim().parse().ok())
+            {
+                sizes.push(n);
+            }
+        }
+    }
+    sizes
+}
+
+/// Kernel program names are cut to 15 bytes (BPF_OBJ_NAME_LEN).
+fn has_program(progs: &[(u32, String)], name: &str) -> bool {
+    let cut = &name[..name.len().min(15)];
+    progs.iter().any(|(_, n)| n == cut)
+}
+
+fn wait_gone(ids: &[u32], what: &str) {
+    wait_for(what, Duration::from_secs(10), || loaded(ids).is_empty())
+        .unwrap_or_else(|_| panic!("{what}: still loaded {:?}", loaded(ids)));
+}
+
+#[test]
+fn auto_reads_tls13_chains_through_the_library_and_unloads_on_sigterm() {
+    if !require_ebpf("auto_reads_tls13_chains_through_the_library") {
+        return;
+    }
+    let pair = NetnsPair::create("mxd", 55).expect("namespaces");
+    let dir = workdir("tlslib-auto");
+    let (out, log) = (dir.join("out.jsonl"), dir.join("mxcert.log"));
+    // Built before the clock starts: the 30 s below are the daemon's, not the compiler's.
+    live::mxcert_bin().expect("mxcert binary");
+    let started = Instant::now();
+    let cap = Capture::start(
+        &pair,
+        &out,
+        &log,
+        &[
+            "--backend",
+            "ebpf",
+            "--ports",
+            &PORT.to_string(),
+            "--tls-library",
+            "auto",
+            "--tls-processes",
+            "openssl",
+            "--metrics-addr",
+            &format!("127.0.0.1:{METRICS}"),
+            "--trust-anchors",
+            repo_root()
+                .join("pcaps/certs/root-ca.crt")
+                .to_str()
+                .unwrap(),
+        ],
+    )
+    .expect("mxcert capture");
+    let text = cap.log_text();
+    assert!(text.contains("TLS library probes on"), "{text}");
+    let progs = programs_of(cap.pid());
+    for name in [
+        "mxcert_tc_ingress",
+        "mxcert_d2i_x509",
+        "mxcert_peer_cert_ret",
+        "mxcert_sched_exec",
+        "mxcert_sched_exit",
+    ] {
+        assert!(has_program(&progs, name), "{name} loaded: {progs:?}");
+    }
+    // One object: one 8 MiB TC ring and one 1 MiB TLS ring, nothing loaded twice.
+    let mut rings = ring_sizes(cap.pid());
+    rings.sort_unstable();
+    assert_eq!(rings, [1 << 20, 8 << 20], "ring buffers held");
+    let before = live::scrape(&pair, METRICS).expect("metrics");
+    let files_before = live::metric(&before, "mxcert_tls_library_attached_files").unwrap();
+
+    // The first process mapping a library file gets it attached when mxcert adopts it after
+    // its exec (milliseconds, the loop's next turn); the client connects once that happened,
+    // as an MTA's first peer would a moment later.
+    tls13_session(&pair, &dir, &|| {
+        let t = live::scrape_when(&pair, METRICS, |t| {
+            live::metric(t, "mxcert_tls_library_attached_files").unwrap_or(0) >= 2
+        })
+        .expect("metrics");
+        assert!(
+            live::metric(&t, "mxcert_tls_library_attached_files").unwrap_or(0) >= 2,
+            "s_server's libraries attached after its exec: {t}"
+        );
+    });
+
+    let text = live::scrape_when(&pair, METRICS, |t| {
+        live::metric(t, "mxcert_tls_library_chains_attached_total").unwrap_or(0) >= 2
+    })
+    .expect("metrics");
+    let execs = live::metric(&text, "mxcert_tls_library_processes_total{event=\"exec\"}");
+    assert!(
+        execs.unwrap_or(0) >= 2,
+        "s_server and s_client exec'd: {text}"
+    );
+    // The chains went out at the end of the handshake (SSL_get0_peer_certificate returned),
+    // not on the QUIET timer.
+    let ended = live::metric(&text, "mxcert_tls_library_handshakes_total{peer=\"chain\"}");
+    assert!(ended.unwrap_or(0) >= 2, "end of handshake seen: {text}");
+    let files_after = live::metric(&text, "mxcert_tls_library_attached_files").unwrap();
+    eprintln!("attached files: {files_before} at start, {files_after} after the exec");
+    assert!(files_after >= 2, "libssl and libcrypto attached");
+    let ids: Vec<u32> = progs.iter().map(|p| p.0).collect();
+    let st = cap.stop("TERM").expect("stop");
+    let elapsed = started.elapsed();
+    assert!(st.success(), "exit status {st:?}");
+    assert!(
+        elapsed < Duration::from_secs(30),
+        "covered before the periodic /proc scan ({elapsed:?})"
+    );
+    wait_gone(&ids, "programs after SIGTERM");
+
+    let recs = records(&out);
+    let s = our_session(&recs, &pair);
+    eprintln!("session: {s}");
+    assert_eq!(s["tls"]["version"], "TLS1.3");
+    assert_eq!(s["tls"]["chain_source"], "uprobe", "{s}");
+    assert_eq!(strings(&s["tls"]["server_chain"]), chain_hex(SERVER_CHAIN));
+    assert_eq!(strings(&s["tls"]["client_chain"]), chain_hex(CLIENT_CHAIN));
+    let sid = s["session_id"].clone();
+    assert!(
+        !recs
+            .iter()
+            .any(|r| r["session_id"] == sid && r["rule"] == "tls.v13_uninspectable"),
+        "a session read through the library is not uninspectable"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn off_leaves_tls13_uninspectable() {
+    if !require_ebpf("off_leaves_tls13_uninspectable") {
+        return;
+    }
+    let pair = NetnsPair::create("mxd1", 56).expect("namespaces");
+    let dir = workdir("tlslib-off");
+    let (out, log) = (dir.join("out.jsonl"), dir.join("mxcert.log"));
+    let cap = Capture::start(
+        &pair,
+        &out,
+        &log,
+        &[
+            "--backend",
+            "ebpf",
+            "--ports",
+            &PORT.to_string(),
+            "--tls-library",
+            "off",
+            "--tls-processes",
+            "openssl",
+        ],
+    )
+    .expect("mxcert capture");
+    let progs = programs_of(cap.pid());
+    assert!(has_program(&progs, "mxcert_tc_ingress"), "{progs:?}");
+    assert!(!has_program(&progs, "mxcert_d2i_x509"), "{progs:?}");
+    tls13_session(&pair, &dir, &|| {});
+    std::thread::sleep(Duration::from_millis(500));
+    let st = cap.stop("TERM").expect("stop");
+    assert!(st.success(), "exit status {st:?}");
+    let recs = records(&out);
+    let s = our_session(&recs, &pair);
+    assert_eq!(s["tls"]["version"], "TLS1.3");
+    assert!(s["tls"]["chain_source"].is_null(), "{s}");
+    assert!(strings(&s["tls"]["server_chain"]).is_empty());
+    let sid = s["session_id"].clone();
+    assert!(
+        recs.iter()
+            .any(|r| r["session_id"] == sid && r["rule"] == "tls.v13_uninspectable"),
+        "{recs:#?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn probes_of_a_pcap_capture_have_no_tc_ring_and_go_with_sigkill() {
+    if !require_ebpf("probes_of_a_pcap_capture_go_with_sigkill") {
+        return;
+    }
+    let pair = NetnsPair::create("mxd2", 57).expect("namespaces");
+    let dir = workdir("tlslib-kill");
+    let (out, log) = (dir.join("out.jsonl"), dir.join("mxcert.log"));
+    let cap = Capture::start(
+        &pair,
+        &out,
+        &log,
+        &[
+            "--backend",
+            "pcap",
+            "--ports",
+            &PORT.to_string(),
+            "--tls-processes",
+            "openssl",
+        ],
+    )
+    .expect("mxcert capture");
+    let progs = programs_of(cap.pid());
+    assert!(has_program(&progs, "mxcert_d2i_x509"), "{progs:?}");
+    assert!(has_program(&progs, "mxcert_sched_exit"), "{progs:?}");
+    assert!(!has_program(&progs, "mxcert_tc_ingress"), "{progs:?}");
+    // The TC ring is created at one page, not 8 MiB.
+    let page = 4096;
+    let mut rings = ring_sizes(cap.pid());
+    rings.sort_unstable();
+    assert_eq!(rings, [page, 1 << 20], "ring buffers held");
+    let ids: Vec<u32> = progs.iter().map(|p| p.0).collect();
+    cap.stop("KILL").expect("SIGKILL");
+    wait_gone(&ids, "programs after SIGKILL");
+    let links = aya::programs::loaded_links()
+        .filter_map(Result::ok)
+        .filter(|l| ids.contains(&l.program_id()))
+        .count();
+    assert_eq!(links, 0, "links after SIGKILL");
+    let _ = std::fs::remove_dir_all(&dir);
+}
