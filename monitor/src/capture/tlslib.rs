@@ -182,6 +182,9 @@ struct Proc {
     comm: String,
     /// Executable mappings of libssl: a `d2i_X509` returning in here parses a peer's chain.
     ssl_text: Vec<(u64, u64)>,
+    /// When its maps were read (monotonic ns): an exec record older than this is of the
+    /// image already read (the ring is read later than the scan of /proc ran).
+    read_ns: u64,
 }
 
 /// The loaded TLS-library probes. Dropping it detaches them.
@@ -269,34 +272,25 @@ impl TlsProbes {
                 program_ids.push(info.id());
             }
         }
-        for (name, event) in [
-            (PROG_SCHED_EXEC, "sched_process_exec"),
-            (PROG_SCHED_EXIT, "sched_process_exit"),
-        ] {
-            let prog: &mut RawTracePoint = ebpf
-                .program_mut(name)
-                .ok_or_else(|| failed(format!("the object has no program {name}")))?
-                .try_into()
-                .map_err(|e| failed(format!("{name} is not a raw tracepoint: {e}")))?;
-            prog.load()
-                .map_err(|e| load_error(&format!("loading {name}"), &e))?;
-            if let Ok(info) = prog.info() {
-                program_ids.push(info.id());
-            }
-            prog.attach(event)
-                .map_err(|e| load_error(&format!("attaching {name} to {event}"), &e))?;
-        }
+        attach_raw_tracepoints(
+            ebpf,
+            &[
+                (PROG_SCHED_EXEC, "sched_process_exec"),
+                (PROG_SCHED_EXIT, "sched_process_exit"),
+            ],
+            &mut program_ids,
+        )?;
         // Host-wide tracepoint programs (they run for every socket send/receive; the program
         // checks the allow-list first), attached now: the endpoints must be taken while the
         // connection is in use, however short it is. Without them (a kernel before 6.4) the
-        // /proc lookup alone maps connections, and the operator is told.
+        // /proc lookup alone maps connections, and the operator is told. Loaded last: the
+        // tests read their ids at the end of `program_ids`.
         let mut reports = Vec::new();
-        match attach_sock_io(ebpf, &mut program_ids) {
-            Ok(()) => {}
-            Err(e) => reports.push(format!(
+        if let Err(e) = attach_raw_tracepoints(ebpf, &PROGS_SOCK_IO, &mut program_ids) {
+            reports.push(format!(
                 "{e}: TLS connections closed before their socket is looked up in /proc will \
                  lack their TCP endpoints"
-            )),
+            ));
         }
         let mut comm_map: BpfHashMap<MapData, [u8; COMM_LEN], u8> = BpfHashMap::try_from(
             ebpf.take_map(MAP_COMMS)
@@ -475,6 +469,7 @@ impl TlsProbes {
             Proc {
                 comm: comm.to_string(),
                 ssl_text,
+                read_ns: monotonic_ns(),
             },
         );
         newly
@@ -682,6 +677,15 @@ impl TlsProbes {
             EV_PEER => self.handshake_ended((ev.tgid, ev.ssl), ev.caller),
             EV_EXEC => {
                 self.counters.execs += 1;
+                if self
+                    .procs
+                    .get(&ev.tgid)
+                    .is_some_and(|p| p.read_ns > ev.ktime_ns && !p.ssl_text.is_empty())
+                {
+                    // Adopted by a /proc scan after this exec: its maps are the new image's,
+                    // and the process may be gone by now (a short one), so they are kept.
+                    return;
+                }
                 // The old image is gone: so are its connections and mappings.
                 self.forget(ev.tgid);
                 if self.adopting.len() >= MAX_ADOPTING {
@@ -799,6 +803,7 @@ impl TlsProbes {
             Proc {
                 comm: comm.trim_end_matches('\n').to_string(),
                 ssl_text,
+                read_ns: monotonic_ns(),
             }
         });
         if proc.ssl_text.is_empty() {
@@ -893,25 +898,26 @@ fn comm_of_proc(procs: &HashMap<u32, Proc>, tgid: u32) -> String {
         .unwrap_or_default()
 }
 
-/// Loads and attaches [`PROGS_SOCK_IO`], adding their ids to `ids`.
-fn attach_sock_io(ebpf: &mut Ebpf, ids: &mut Vec<u32>) -> Result<(), LiveError> {
-    for (name, tracepoint) in PROGS_SOCK_IO {
+/// Loads and attaches the raw tracepoint programs `progs` (name, tracepoint), adding their
+/// ids to `ids`.
+fn attach_raw_tracepoints(
+    ebpf: &mut Ebpf,
+    progs: &[(&str, &str)],
+    ids: &mut Vec<u32>,
+) -> Result<(), LiveError> {
+    for &(name, tracepoint) in progs {
         let prog: &mut RawTracePoint = ebpf
             .program_mut(name)
             .ok_or_else(|| failed(format!("the object has no program {name}")))?
             .try_into()
-            .map_err(|e| failed(format!("{name} is not a raw tracepoint program: {e}")))?;
+            .map_err(|e| failed(format!("{name} is not a raw tracepoint: {e}")))?;
         prog.load()
             .map_err(|e| load_error(&format!("loading {name}"), &e))?;
         if let Ok(info) = prog.info() {
             ids.push(info.id());
         }
-        prog.attach(tracepoint).map_err(|e| {
-            load_error(
-                &format!("attaching {name} to tracepoint {tracepoint} (Linux 6.4+)"),
-                &e,
-            )
-        })?;
+        prog.attach(tracepoint)
+            .map_err(|e| load_error(&format!("attaching {name} to {tracepoint}"), &e))?;
     }
     Ok(())
 }
