@@ -196,6 +196,10 @@ pub struct TlsProbes {
     allow: Vec<String>,
     /// Library files attached, by (device, inode).
     attached: HashSet<(u64, u64)>,
+    /// Links made, by (device, inode, program, symbol): a file whose attach failed part-way
+    /// (the process whose /proc/PID/root led to it exited meanwhile) is retried through another
+    /// process without probing a function twice, which would send each certificate twice.
+    links: HashSet<(u64, u64, &'static str, &'static str)>,
     procs: HashMap<u32, Proc>,
     /// Allow-listed processes seen mapping no TLS library (not adopted).
     bare: HashSet<u32>,
@@ -319,6 +323,7 @@ impl TlsProbes {
             kcounters,
             allow: comms.iter().map(|c| comm_of(&comm_key(c))).collect(),
             attached: HashSet::new(),
+            links: HashSet::new(),
             procs: HashMap::new(),
             bare: HashSet::new(),
             bios: HashMap::new(),
@@ -453,7 +458,7 @@ impl TlsProbes {
             if self.attached.contains(&(meta.dev(), meta.ino())) {
                 continue;
             }
-            match self.attach_file(&full, kind) {
+            match self.attach_file(&full, (meta.dev(), meta.ino()), kind) {
                 Ok(()) => {
                     self.attached.insert((meta.dev(), meta.ino()));
                     newly += 1;
@@ -475,8 +480,13 @@ impl TlsProbes {
         newly
     }
 
-    fn attach_file(&mut self, path: &str, kind: LibKind) -> Result<(), LiveError> {
-        let points: Vec<(&str, &str)> = match kind {
+    fn attach_file(
+        &mut self,
+        path: &str,
+        (dev, ino): (u64, u64),
+        kind: LibKind,
+    ) -> Result<(), LiveError> {
+        let points: Vec<(&'static str, &'static str)> = match kind {
             LibKind::Ssl => SSL_ENTRY_POINTS
                 .iter()
                 .map(|s| (PROG_SSL_ENTER, *s))
@@ -498,19 +508,30 @@ impl TlsProbes {
         };
         let mut guard = self.object.lock();
         for (prog, symbol) in points {
+            if self.links.contains(&(dev, ino, prog, symbol)) {
+                continue;
+            }
             uprobe(&mut guard, prog)?
                 .attach(symbol, path, UProbeScope::AllProcesses)
                 .map_err(|e| load_error(&format!("attaching {prog} to {symbol} in {path}"), &e))?;
+            self.links.insert((dev, ino, prog, symbol));
         }
         if kind == LibKind::Ssl {
             // The end-of-handshake signal is optional: a libssl without these exports (before
             // OpenSSL 3) still gets its chains, on the QUIET timer.
             for symbol in PEER_CERT_FUNCTIONS {
                 for prog in [PROG_PEER_CERT_ENTER, PROG_PEER_CERT_RET] {
-                    if let Err(e) =
-                        uprobe(&mut guard, prog)?.attach(symbol, path, UProbeScope::AllProcesses)
+                    if self.links.contains(&(dev, ino, prog, symbol)) {
+                        continue;
+                    }
+                    match uprobe(&mut guard, prog)?.attach(symbol, path, UProbeScope::AllProcesses)
                     {
-                        tracing::debug!(%symbol, %path, error = %e, "no end-of-handshake probe");
+                        Ok(_) => {
+                            self.links.insert((dev, ino, prog, symbol));
+                        }
+                        Err(e) => {
+                            tracing::debug!(%symbol, %path, error = %e, "no end-of-handshake probe")
+                        }
                     }
                 }
             }
