@@ -21,23 +21,16 @@ use mxcert_system_tests::ebpf::require_ebpf;
 use mxcert_system_tests::live::{self, Capture};
 use mxcert_system_tests::mta::wait_for;
 use mxcert_system_tests::netns::{NetnsPair, Side};
+use mxcert_system_tests::records::{
+    chain_hex, findings_of, has_program, loaded, programs_of, records, sessions_between, strings,
+};
 use mxcert_system_tests::repo_root;
-use mxcert_system_tests::uprobe::{chain_ders, der_hashes, intermediates, s_server, Killed};
+use mxcert_system_tests::uprobe::{intermediates, s_server, Killed};
 
 const PORT: u16 = 19465;
 const METRICS: u16 = 19480;
 const SERVER_CHAIN: &str = "srv_both";
 const CLIENT_CHAIN: &str = "cli_clientauth";
-
-/// Lowercase hex of a hash, as the records write certificate identities.
-fn hex(h: &[u8; 32]) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn chain_hex(name: &str) -> Vec<String> {
-    let pem = repo_root().join(format!("pcaps/certs/{name}.chain.pem"));
-    der_hashes(&chain_ders(&pem)).iter().map(hex).collect()
-}
 
 fn workdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("mxcert-{tag}-{}", std::process::id()));
@@ -114,66 +107,16 @@ fn live_wait(c: &mut std::process::Child) -> Option<std::process::ExitStatus> {
     mxcert_system_tests::mta::wait_child(c, Duration::from_secs(10)).ok()
 }
 
-fn records(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 /// The session record of this test's connection (its own addresses and port).
 fn our_session(recs: &[serde_json::Value], pair: &NetnsPair) -> serde_json::Value {
-    let ours: Vec<&serde_json::Value> = recs
-        .iter()
-        .filter(|r| {
-            r["record"] == "session"
-                && r["server_ip"] == pair.server_ip.to_string()
-                && r["client_ip"] == pair.client_ip.to_string()
-                && r["server_port"] == PORT
-        })
-        .collect();
+    let ours = sessions_between(
+        recs,
+        &pair.client_ip.to_string(),
+        &pair.server_ip.to_string(),
+        PORT,
+    );
     assert_eq!(ours.len(), 1, "one session record: {recs:#?}");
     ours[0].clone()
-}
-
-fn strings(v: &serde_json::Value) -> Vec<String> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("not a list: {v}"))
-        .iter()
-        .map(|s| s.as_str().unwrap().to_string())
-        .collect()
-}
-
-/// The BPF programs the process `pid` holds (from its file descriptors' fdinfo), with their
-/// names in the kernel's program list.
-fn programs_of(pid: u32) -> Vec<(u32, String)> {
-    let mut ids: Vec<u32> = Vec::new();
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
-        return Vec::new();
-    };
-    for fd in fds.flatten() {
-        let text = std::fs::read_to_string(fd.path()).unwrap_or_default();
-        for l in text.lines() {
-            if let Some(id) = l.strip_prefix("prog_id:") {
-                if let Ok(id) = id.trim().parse::<u32>() {
-                    if !ids.contains(&id) {
-                        ids.push(id);
-                    }
-                }
-            }
-        }
-    }
-    loaded(&ids)
-}
-
-/// Which of `ids` the kernel still has loaded, with their names.
-fn loaded(ids: &[u32]) -> Vec<(u32, String)> {
-    aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .filter(|p| ids.contains(&p.id()))
-        .map(|p| (p.id(), p.name_as_str().unwrap_or("").to_string()))
-        .collect()
 }
 
 /// Ring-buffer maps (BPF_MAP_TYPE_RINGBUF = 27) held by `pid`, by size.
@@ -196,12 +139,6 @@ fn ring_sizes(pid: u32) -> Vec<u64> {
         }
     }
     sizes
-}
-
-/// Kernel program names are cut to 15 bytes (BPF_OBJ_NAME_LEN).
-fn has_program(progs: &[(u32, String)], name: &str) -> bool {
-    let cut = &name[..name.len().min(15)];
-    progs.iter().any(|(_, n)| n == cut)
 }
 
 fn wait_gone(ids: &[u32], what: &str) {
@@ -311,9 +248,7 @@ fn auto_reads_tls13_chains_through_the_library_and_unloads_on_sigterm() {
     assert_eq!(strings(&s["tls"]["client_chain"]), chain_hex(CLIENT_CHAIN));
     let sid = s["session_id"].clone();
     assert!(
-        !recs
-            .iter()
-            .any(|r| r["session_id"] == sid && r["rule"] == "tls.v13_uninspectable"),
+        findings_of(&recs, &sid, "tls.v13_uninspectable").is_empty(),
         "a session read through the library is not uninspectable"
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -357,8 +292,7 @@ fn off_leaves_tls13_uninspectable() {
     assert!(strings(&s["tls"]["server_chain"]).is_empty());
     let sid = s["session_id"].clone();
     assert!(
-        recs.iter()
-            .any(|r| r["session_id"] == sid && r["rule"] == "tls.v13_uninspectable"),
+        !findings_of(&recs, &sid, "tls.v13_uninspectable").is_empty(),
         "{recs:#?}"
     );
     let _ = std::fs::remove_dir_all(&dir);
