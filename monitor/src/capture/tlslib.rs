@@ -46,24 +46,25 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::uprobe::UProbeScope;
 use aya::programs::{RawTracePoint, UProbe};
 use aya::Ebpf;
 use mxcert_ebpf::tls::{
-    comm_key, counter, SockEndpoints, TlsEvent, AF_INET, COMM_LEN, EVENT_LEN, EV_BIO_FD, EV_CERT,
-    EV_EXEC, EV_EXIT, EV_GNUTLS_CERT, EV_GNUTLS_DEINIT, EV_GNUTLS_TRANSPORT, EV_PEER, EV_SET_BIO,
-    EV_SOCK, MAP_COMMS, MAP_COUNTERS, MAP_EVENTS, MAX_CERT, MAX_COMMS, PEER_CERT_FUNCTIONS,
-    PROGS_SOCK_IO, PROG_BIO_INT_CTRL, PROG_D2I_X509, PROG_GNUTLS_DEINIT, PROG_GNUTLS_PEERS,
-    PROG_GNUTLS_PEERS_RET, PROG_GNUTLS_TRANSPORT, PROG_GNUTLS_TRANSPORT_INT, PROG_PEER_CERT_ENTER,
-    PROG_PEER_CERT_RET, PROG_SCHED_EXEC, PROG_SCHED_EXIT, PROG_SSL_ENTER, PROG_SSL_SET_BIO,
-    SOCK_LEN, SSL_ENTRY_POINTS,
+    comm_key, counter, SockEndpoints, SockOffsets, TlsEvent, AF_INET, AF_INET6, COMM_LEN,
+    EVENT_LEN, EV_BIO_FD, EV_CERT, EV_EXEC, EV_EXIT, EV_GNUTLS_CERT, EV_GNUTLS_DEINIT,
+    EV_GNUTLS_TRANSPORT, EV_PEER, EV_SET_BIO, EV_SOCK, MAP_COMMS, MAP_COUNTERS, MAP_EVENTS,
+    MAP_SOCK_OFFSETS, MAX_CERT, MAX_COMMS, PEER_CERT_FUNCTIONS, PROGS_SOCK_IO, PROG_BIO_INT_CTRL,
+    PROG_D2I_X509, PROG_GNUTLS_DEINIT, PROG_GNUTLS_PEERS, PROG_GNUTLS_PEERS_RET,
+    PROG_GNUTLS_TRANSPORT, PROG_GNUTLS_TRANSPORT_INT, PROG_PEER_CERT_ENTER, PROG_PEER_CERT_RET,
+    PROG_SCHED_EXEC, PROG_SCHED_EXIT, PROG_SSL_ENTER, PROG_SSL_SET_BIO, SOCK_LEN, SSL_ENTRY_POINTS,
 };
 
 use super::bpfobj::{BpfObject, Parts};
 use super::ebpf::{clock_ns, load_error};
 use super::{FlowTuple, LiveError};
 
+mod btf;
 mod gnutls;
 
 const BACKEND: &str = "tls-library";
@@ -83,6 +84,9 @@ pub const MAX_CHAIN: usize = 16;
 pub const MAX_TRACKED: usize = 65_536;
 /// Most ring records handled per poll.
 pub const MAX_RECORDS_PER_POLL: usize = 65_536;
+/// How often [`TlsProbes::poll`] looks at the ring while it waits: the kernel side does not
+/// wake the reader per record. Bounds the delay a waiting caller adds to a chain.
+pub const POLL_TICK: Duration = Duration::from_millis(10);
 /// How long a process that just exec'd is watched for its libssl mapping: the dynamic loader
 /// maps the libraries after the exec returns (the tracepoint fires before), within
 /// milliseconds; a program still without libssl then is adopted as it is (and reported).
@@ -106,6 +110,9 @@ pub struct PeerChain {
     pub ders: Vec<Vec<u8>>,
     /// Some certificate was longer than `MAX_CERT` and is cut.
     pub truncated: bool,
+    /// `local`/`remote` were taken in the kernel at the handshake's socket I/O (`EV_SOCK`),
+    /// not looked up in /proc.
+    pub kernel_mapped: bool,
 }
 
 impl PeerChain {
@@ -163,15 +170,28 @@ pub struct TlsCounters {
     pub exits: u64,
     /// Kernel: connection endpoints taken at the handshake's TCP I/O (`EV_SOCK`).
     pub sockets: u64,
-    /// Kernel: connections on a non-`AF_INET` socket (IPv6): left to the /proc lookup.
+    /// Kernel: connections on an IPv6 socket whose address offsets are unknown (no kernel
+    /// BTF): left to the /proc lookup.
     pub sock_not_inet: u64,
+    /// Kernel: of `sockets`, those with IPv6 endpoints, and those of an IPv6 socket carrying
+    /// IPv4-mapped addresses (a dual-stack listener's IPv4 peer), sent as IPv4.
+    pub sockets_v6: u64,
+    pub sockets_v4_mapped: u64,
+    /// User: chains handed out whose endpoints came from the kernel (`EV_SOCK`), and from the
+    /// /proc lookup by fd (the fallback; `unmapped` counts those with neither).
+    pub kernel_mapped: u64,
+    pub proc_mapped: u64,
 }
 
 #[derive(Default)]
 struct Conn {
     comm: String,
+    /// The socket fd its `SSL_set_bio` tied it to, for the /proc fallback.
+    fd: Option<i32>,
     local: Option<SocketAddr>,
     remote: Option<SocketAddr>,
+    /// `local`/`remote` came from an `EV_SOCK` record.
+    kernel_mapped: bool,
     ders: Vec<Vec<u8>>,
     truncated: bool,
     last_cert_ns: u64,
@@ -218,6 +238,10 @@ pub struct TlsProbes {
     /// (monotonic ns).
     adopting: Vec<(u32, u64)>,
     program_ids: Vec<u32>,
+    /// The socket tracepoints are attached: connections are mapped in the kernel, and the
+    /// /proc lookup (a read of the whole TCP table of the process's namespace, thousands of
+    /// lines on a busy MTA) is only the fallback for a chain handed out without them.
+    kernel_sockets: bool,
     counters: TlsCounters,
     object: BpfObject,
 }
@@ -290,7 +314,14 @@ impl TlsProbes {
         // /proc lookup alone maps connections, and the operator is told. Loaded last: the
         // tests read their ids at the end of `program_ids`.
         let mut reports = Vec::new();
-        if let Err(e) = attach_raw_tracepoints(ebpf, &PROGS_SOCK_IO, &mut program_ids) {
+        if let Err(e) = set_sock_offsets(ebpf) {
+            reports.push(format!(
+                "{e}: IPv6 TLS connections are mapped to their TCP endpoints through /proc \
+                 only (those closed before the lookup lack them); IPv4 ones in the kernel"
+            ));
+        }
+        let kernel_sockets = attach_raw_tracepoints(ebpf, &PROGS_SOCK_IO, &mut program_ids);
+        if let Err(e) = &kernel_sockets {
             reports.push(format!(
                 "{e}: TLS connections closed before their socket is looked up in /proc will \
                  lack their TCP endpoints"
@@ -335,6 +366,7 @@ impl TlsProbes {
             handed: HashSet::new(),
             adopting: Vec::new(),
             program_ids,
+            kernel_sockets: kernel_sockets.is_ok(),
             counters: TlsCounters::default(),
             object: shared,
         })
@@ -564,24 +596,41 @@ impl TlsProbes {
             gnutls_peers: get(counter::GNUTLS_PEERS),
             sockets: get(counter::SOCKETS),
             sock_not_inet: get(counter::SOCK_NOT_INET),
+            sockets_v6: get(counter::SOCKETS_V6),
+            sockets_v4_mapped: get(counter::SOCKETS_V4_MAPPED),
             ..self.counters
         }
     }
 
-    /// Waits up to `timeout` for records, then hands every complete chain to `f`; returns how
-    /// many chains were handed out.
+    /// Reads the records, then hands every complete chain to `f`; returns how many chains
+    /// were handed out. While none is, waits up to `timeout` (`Duration::ZERO`: not at all)
+    /// in ticks of [`POLL_TICK`]: the kernel side does not wake the reader (a wakeup costs
+    /// the MTA more than the probe itself, see `Wake` in monitor-ebpf), so the ring is looked
+    /// at again each tick, and at once when an exec record wakes it.
     pub fn poll(
         &mut self,
         timeout: Duration,
         f: &mut dyn FnMut(PeerChain),
     ) -> Result<usize, LiveError> {
-        if self.drain() == 0 {
+        let start = std::time::Instant::now();
+        loop {
+            self.drain();
+            let now = monotonic_ns();
+            if !self.adopting.is_empty() {
+                self.adopt_new(now);
+            }
+            let n = self.flush(now, f);
+            let left = timeout.saturating_sub(start.elapsed());
+            if n > 0 || left.is_zero() {
+                return Ok(n);
+            }
             let mut pfd = libc::pollfd {
                 fd: self.ring.as_raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
             };
-            let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+            let ms = left.min(POLL_TICK).as_millis().max(1);
+            let ms = libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX);
             // SAFETY: one valid pollfd for the duration of the call.
             if unsafe { libc::poll(&mut pfd, 1, ms) } < 0 {
                 let e = io::Error::last_os_error();
@@ -589,13 +638,7 @@ impl TlsProbes {
                     return Err(failed(format!("poll on the ring buffer: {e}")));
                 }
             }
-            self.drain();
         }
-        let now = monotonic_ns();
-        if !self.adopting.is_empty() {
-            self.adopt_new(now);
-        }
-        Ok(self.flush(now, f))
     }
 
     fn drain(&mut self) -> usize {
@@ -639,13 +682,13 @@ impl TlsProbes {
                 }
                 let mut conn = Conn {
                     comm: self.comm(ev.tgid),
+                    fd: self.bios.get(&(ev.tgid, ev.bio)).copied(),
                     ..Conn::default()
                 };
-                if let Some(&fd) = self.bios.get(&(ev.tgid, ev.bio)) {
-                    if let Some((l, r)) = socket_endpoints(ev.tgid, fd) {
-                        conn.local = Some(l);
-                        conn.remote = Some(r);
-                    }
+                if !self.kernel_sockets {
+                    // Without the kernel's endpoints, now is the best chance: the connection
+                    // is young and its fd still names it.
+                    proc_endpoints(ev.tgid, &mut conn);
                 }
                 self.conns.insert(key, conn);
             }
@@ -689,6 +732,7 @@ impl TlsProbes {
                 };
                 conn.local = Some(local);
                 conn.remote = Some(remote);
+                conn.kernel_mapped = true;
             }
             EV_GNUTLS_CERT | EV_GNUTLS_TRANSPORT | EV_GNUTLS_DEINIT => {
                 let procs = &self.procs;
@@ -866,7 +910,12 @@ impl TlsProbes {
         comm_of_proc(&self.procs, tgid)
     }
 
-    fn finish(&mut self, (tgid, ssl): (u32, u64), c: Conn) -> PeerChain {
+    fn finish(&mut self, (tgid, ssl): (u32, u64), mut c: Conn) -> PeerChain {
+        if c.local.is_none() {
+            // The kernel sent no endpoints (a socket it cannot read, a kernel without the
+            // tracepoints, a first I/O it missed): the fd, if the process still has it.
+            proc_endpoints(tgid, &mut c);
+        }
         if c.local.is_none() {
             self.counters.unmapped += 1;
         }
@@ -878,6 +927,7 @@ impl TlsProbes {
             remote: c.remote,
             ders: c.ders,
             truncated: c.truncated,
+            kernel_mapped: c.kernel_mapped,
         }
     }
 
@@ -903,6 +953,13 @@ impl TlsProbes {
         out.extend(self.gnutls.take_ready());
         let n = out.len();
         self.counters.chains += n as u64;
+        for c in &out {
+            match (c.local.is_some(), c.kernel_mapped) {
+                (true, true) => self.counters.kernel_mapped += 1,
+                (true, false) => self.counters.proc_mapped += 1,
+                (false, _) => {}
+            }
+        }
         for c in out {
             f(c);
         }
@@ -917,6 +974,22 @@ fn comm_of_proc(procs: &HashMap<u32, Proc>, tgid: u32) -> String {
         .or_else(|| std::fs::read_to_string(format!("/proc/{tgid}/comm")).ok())
         .map(|c| c.trim_end_matches('\n').to_string())
         .unwrap_or_default()
+}
+
+/// Writes the `struct sock_common` offsets of the running kernel, read from its BTF, for the
+/// socket tracepoints; on error the program keeps its IPv4-only defaults.
+fn set_sock_offsets(ebpf: &mut Ebpf) -> Result<(), LiveError> {
+    let offsets = btf::Btf::vmlinux()
+        .and_then(|b| btf::sock_offsets(&b))
+        .map_err(|e| failed(format!("no socket offsets from the kernel's BTF ({e})")))?;
+    let map = ebpf
+        .map_mut(MAP_SOCK_OFFSETS)
+        .ok_or_else(|| failed(format!("the object has no map {MAP_SOCK_OFFSETS}")))?;
+    let mut array: Array<&mut MapData, SockOffsets> =
+        Array::try_from(map).map_err(|e| failed(format!("{MAP_SOCK_OFFSETS}: {e}")))?;
+    array
+        .set(0, offsets, 0)
+        .map_err(|e| failed(format!("writing {MAP_SOCK_OFFSETS}: {e}")))
 }
 
 /// Loads and attaches the raw tracepoint programs `progs` (name, tracepoint), adding their
@@ -1029,14 +1102,28 @@ fn sock_endpoints(data: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
     // SAFETY: SockEndpoints is plain old data (aya::Pod) and data holds SOCK_LEN bytes; the
     // read is unaligned-safe.
     let ep: SockEndpoints = unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
-    if ep.family != AF_INET {
-        return None;
-    }
-    let v4 = |a: [u8; 16]| IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]));
+    let ip = |a: [u8; 16]| match ep.family {
+        AF_INET => Some(IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))),
+        // The kernel sends IPv4-mapped addresses as AF_INET; should one come as AF_INET6
+        // anyway, it is keyed as IPv4 all the same, like the wire side.
+        AF_INET6 => {
+            let v6 = Ipv6Addr::from(a);
+            Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4))
+        }
+        _ => None,
+    };
     Some((
-        SocketAddr::new(v4(ep.local), ep.local_port),
-        SocketAddr::new(v4(ep.remote), ep.remote_port),
+        SocketAddr::new(ip(ep.local)?, ep.local_port),
+        SocketAddr::new(ip(ep.remote)?, ep.remote_port),
     ))
+}
+
+/// Fills `conn`'s endpoints from its fd through /proc (see [`socket_endpoints`]).
+fn proc_endpoints(tgid: u32, conn: &mut Conn) {
+    if let Some((l, r)) = conn.fd.and_then(|fd| socket_endpoints(tgid, fd)) {
+        conn.local = Some(l);
+        conn.remote = Some(r);
+    }
 }
 
 /// The (local, remote) endpoints of TCP socket `fd` of process `tgid`, looked up in the
@@ -1165,7 +1252,7 @@ mod tests {
     }
 
     #[test]
-    fn socket_records_give_ipv4_endpoints() {
+    fn socket_records_give_ipv4_and_ipv6_endpoints() {
         let mut ep = SockEndpoints {
             family: AF_INET,
             local_port: 25,
@@ -1181,10 +1268,22 @@ mod tests {
         assert_eq!(l, "198.18.40.1:25".parse().unwrap());
         assert_eq!(r, "198.18.40.2:40000".parse().unwrap());
         assert!(sock_endpoints(&data[..SOCK_LEN - 1]).is_none());
-        ep.family = 10;
-        // SAFETY: as above.
-        unsafe { std::ptr::write_unaligned(data.as_mut_ptr().cast(), ep) };
-        assert!(sock_endpoints(&data).is_none());
+        let put = |ep: SockEndpoints| {
+            let mut data = vec![0u8; SOCK_LEN];
+            // SAFETY: data holds SOCK_LEN bytes.
+            unsafe { std::ptr::write_unaligned(data.as_mut_ptr().cast(), ep) };
+            sock_endpoints(&data)
+        };
+        ep.family = 1; // AF_UNIX: never sent, refused.
+        assert!(put(ep).is_none());
+        ep.family = AF_INET6;
+        ep.local = "::1".parse::<Ipv6Addr>().unwrap().octets();
+        ep.remote = "::1".parse::<Ipv6Addr>().unwrap().octets();
+        let (l, r) = put(ep).unwrap();
+        assert_eq!(l, "[::1]:25".parse().unwrap());
+        assert_eq!(r, "[::1]:40000".parse().unwrap());
+        ep.remote = "::ffff:198.18.90.2".parse::<Ipv6Addr>().unwrap().octets();
+        assert_eq!(put(ep).unwrap().1, "198.18.90.2:40000".parse().unwrap());
     }
 
     #[test]

@@ -26,6 +26,8 @@ struct Session {
     fd: Option<i32>,
     local: Option<SocketAddr>,
     remote: Option<SocketAddr>,
+    /// `local`/`remote` came from the kernel (`EV_SOCK`).
+    kernel_mapped: bool,
     /// Certificates of the result being assembled (records arrive in index order).
     ders: Vec<Vec<u8>>,
     truncated: bool,
@@ -91,6 +93,7 @@ impl Gnutls {
         };
         s.local = Some(local);
         s.remote = Some(remote);
+        s.kernel_mapped = true;
         true
     }
 
@@ -153,6 +156,7 @@ impl Gnutls {
             remote: s.remote,
             ders: std::mem::take(&mut s.ders),
             truncated: s.truncated,
+            kernel_mapped: s.kernel_mapped,
         };
         self.ready.push(chain);
     }
