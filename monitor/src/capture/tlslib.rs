@@ -11,10 +11,15 @@
 //! application), assembles chains per (process, `SSL*`), ties each to its TCP 4-tuple, and
 //! hands out [`PeerChain`]s keyed by that 4-tuple. The 4-tuple comes from the kernel
 //! (`EV_SOCK`: the socket endpoints read at the handshake's first socket I/O, in the MTA's own
-//! context, through the `sock_send_length`/`sock_recv_length` tracepoints; IPv4 only), so a
+//! context, through the `sock_send_length`/`sock_recv_length` tracepoints; IPv6 at the
+//! `struct sock_common` offsets read from the kernel's BTF, [`btf`](self::btf)), so a
 //! connection closed before this side reads the ring still maps; failing that, from the socket
 //! fd through `/proc/PID/fd` and the process's own `/proc/PID/net/tcp{,6}` (so an MTA in
 //! another network namespace works).
+//!
+//! This file is the shared part: loading, attaching, following processes, reading the ring.
+//! The OpenSSL chains are assembled in [`openssl`](self::openssl), the GnuTLS ones in
+//! [`gnutls`](self::gnutls); both are pure functions of the decoded records.
 //!
 //! Probes attach per library *file* found in the allow-listed processes' `/proc/PID/maps`
 //! (through `/proc/PID/root`, so a process in another mount namespace works too): one attach
@@ -27,8 +32,7 @@
 //! applications that never ask, a chain is handed out once no certificate arrived for it for
 //! [`QUIET`]. Either way each handshake's chain is handed out once.
 //!
-//! The GnuTLS path (Exim) reads the chain `gnutls_certificate_get_peers` returns, in
-//! [`gnutls`](self::gnutls).
+//! The GnuTLS path (Exim) reads the chain `gnutls_certificate_get_peers` returns.
 //!
 //! Processes are followed through the raw tracepoints `sched_process_exec` / `_exit`
 //! (filtered by the same allow-list in the kernel): a new MTA process is adopted at once (its
@@ -66,6 +70,7 @@ use super::{FlowTuple, LiveError};
 
 mod btf;
 mod gnutls;
+mod openssl;
 
 const BACKEND: &str = "tls-library";
 
@@ -183,20 +188,6 @@ pub struct TlsCounters {
     pub proc_mapped: u64,
 }
 
-#[derive(Default)]
-struct Conn {
-    comm: String,
-    /// The socket fd its `SSL_set_bio` tied it to, for the /proc fallback.
-    fd: Option<i32>,
-    local: Option<SocketAddr>,
-    remote: Option<SocketAddr>,
-    /// `local`/`remote` came from an `EV_SOCK` record.
-    kernel_mapped: bool,
-    ders: Vec<Vec<u8>>,
-    truncated: bool,
-    last_cert_ns: u64,
-}
-
 /// What we know of an allow-listed process.
 struct Proc {
     comm: String,
@@ -216,32 +207,19 @@ pub struct TlsProbes {
     allow: Vec<String>,
     /// Library files attached, by (device, inode).
     attached: HashSet<(u64, u64)>,
-    /// Links made, by (device, inode, program, symbol): a file whose attach failed part-way
-    /// (the process whose /proc/PID/root led to it exited meanwhile) is retried through another
-    /// process without probing a function twice, which would send each certificate twice.
-    links: HashSet<(u64, u64, &'static str, &'static str)>,
+    /// Links made, by (device, inode, program, symbol) ([`links_to_make`]).
+    links: HashSet<Link>,
     procs: HashMap<u32, Proc>,
     /// Allow-listed processes seen mapping no TLS library (not adopted).
     bare: HashSet<u32>,
-    bios: HashMap<(u32, u64), i32>,
-    conns: HashMap<(u32, u64), Conn>,
+    openssl: openssl::Openssl,
     reported: HashSet<String>,
     reports: Vec<String>,
-    /// Chains closed by a new `SSL_set_bio` on the same `SSL*`, by the end of the handshake or
-    /// by the process's exit, handed out at the next flush.
-    pending: Vec<PeerChain>,
     gnutls: gnutls::Gnutls,
-    /// (process, `SSL*`) whose chain was handed out: a second peer-certificate call of the
-    /// same handshake hands out nothing. Cleared by the next handshake on that `SSL*`.
-    handed: HashSet<(u32, u64)>,
     /// Processes that just exec'd, waiting for their libssl mapping, with the deadline
     /// (monotonic ns).
     adopting: Vec<(u32, u64)>,
     program_ids: Vec<u32>,
-    /// The socket tracepoints are attached: connections are mapped in the kernel, and the
-    /// /proc lookup (a read of the whole TCP table of the process's namespace, thousands of
-    /// lines on a busy MTA) is only the fallback for a chain handed out without them.
-    kernel_sockets: bool,
     counters: TlsCounters,
     object: BpfObject,
 }
@@ -357,16 +335,12 @@ impl TlsProbes {
             links: HashSet::new(),
             procs: HashMap::new(),
             bare: HashSet::new(),
-            bios: HashMap::new(),
-            conns: HashMap::new(),
+            openssl: openssl::Openssl::new(socket_endpoints, kernel_sockets.is_ok()),
             reported: HashSet::new(),
             reports,
-            pending: Vec::new(),
             gnutls: gnutls::Gnutls::default(),
-            handed: HashSet::new(),
             adopting: Vec::new(),
             program_ids,
-            kernel_sockets: kernel_sockets.is_ok(),
             counters: TlsCounters::default(),
             object: shared,
         })
@@ -518,53 +492,20 @@ impl TlsProbes {
         (dev, ino): (u64, u64),
         kind: LibKind,
     ) -> Result<(), LiveError> {
-        let points: Vec<(&'static str, &'static str)> = match kind {
-            LibKind::Ssl => SSL_ENTRY_POINTS
-                .iter()
-                .map(|s| (PROG_SSL_ENTER, *s))
-                .chain([(PROG_SSL_SET_BIO, "SSL_set_bio")])
-                .collect(),
-            LibKind::Crypto => vec![
-                (PROG_D2I_X509, "d2i_X509"),
-                (PROG_BIO_INT_CTRL, "BIO_int_ctrl"),
-            ],
-            LibKind::Gnutls => vec![
-                (PROG_GNUTLS_PEERS, "gnutls_certificate_get_peers"),
-                (PROG_GNUTLS_PEERS_RET, "gnutls_certificate_get_peers"),
-                (PROG_GNUTLS_TRANSPORT_INT, "gnutls_transport_set_int2"),
-                (PROG_GNUTLS_TRANSPORT, "gnutls_transport_set_ptr"),
-                (PROG_GNUTLS_TRANSPORT, "gnutls_transport_set_ptr2"),
-                (PROG_GNUTLS_DEINIT, "gnutls_deinit"),
-                (PROG_SSL_ENTER, "gnutls_handshake"),
-            ],
-        };
         let mut guard = self.object.lock();
-        for (prog, symbol) in points {
-            if self.links.contains(&(dev, ino, prog, symbol)) {
-                continue;
-            }
-            uprobe(&mut guard, prog)?
-                .attach(symbol, path, UProbeScope::AllProcesses)
-                .map_err(|e| load_error(&format!("attaching {prog} to {symbol} in {path}"), &e))?;
-            self.links.insert((dev, ino, prog, symbol));
-        }
-        if kind == LibKind::Ssl {
-            // The end-of-handshake signal is optional: a libssl without these exports (before
-            // OpenSSL 3) still gets its chains, on the QUIET timer.
-            for symbol in PEER_CERT_FUNCTIONS {
-                for prog in [PROG_PEER_CERT_ENTER, PROG_PEER_CERT_RET] {
-                    if self.links.contains(&(dev, ino, prog, symbol)) {
-                        continue;
-                    }
-                    match uprobe(&mut guard, prog)?.attach(symbol, path, UProbeScope::AllProcesses)
-                    {
-                        Ok(_) => {
-                            self.links.insert((dev, ino, prog, symbol));
-                        }
-                        Err(e) => {
-                            tracing::debug!(%symbol, %path, error = %e, "no end-of-handshake probe")
-                        }
-                    }
+        for (prog, symbol, required) in links_to_make(&self.links, (dev, ino), kind) {
+            match uprobe(&mut guard, prog)?.attach(symbol, path, UProbeScope::AllProcesses) {
+                Ok(_) => {
+                    self.links.insert((dev, ino, prog, symbol));
+                }
+                Err(e) if required => {
+                    return Err(load_error(
+                        &format!("attaching {prog} to {symbol} in {path}"),
+                        &e,
+                    ));
+                }
+                Err(e) => {
+                    tracing::debug!(%symbol, %path, error = %e, "no end-of-handshake probe")
                 }
             }
         }
@@ -659,38 +600,13 @@ impl TlsProbes {
             return;
         };
         match ev.kind {
-            EV_BIO_FD => {
-                if self.bios.len() >= MAX_TRACKED && !self.bios.contains_key(&(ev.tgid, ev.bio)) {
-                    self.counters.table_full += 1;
-                    return;
-                }
-                self.bios.insert((ev.tgid, ev.bio), ev.fd);
-            }
+            EV_BIO_FD => self
+                .openssl
+                .bio_fd(ev.tgid, ev.bio, ev.fd, &mut self.counters),
             EV_SET_BIO => {
-                let key = (ev.tgid, ev.ssl);
-                // A new connection on this SSL*: what the old one had is complete.
-                self.handed.remove(&key);
-                if let Some(old) = self.conns.remove(&key) {
-                    if !old.ders.is_empty() {
-                        let chain = self.finish(key, old);
-                        self.pending.push(chain);
-                    }
-                }
-                if self.conns.len() >= MAX_TRACKED {
-                    self.counters.table_full += 1;
-                    return;
-                }
-                let mut conn = Conn {
-                    comm: self.comm(ev.tgid),
-                    fd: self.bios.get(&(ev.tgid, ev.bio)).copied(),
-                    ..Conn::default()
-                };
-                if !self.kernel_sockets {
-                    // Without the kernel's endpoints, now is the best chance: the connection
-                    // is young and its fd still names it.
-                    proc_endpoints(ev.tgid, &mut conn);
-                }
-                self.conns.insert(key, conn);
+                let comm = self.comm(ev.tgid);
+                self.openssl
+                    .set_bio((ev.tgid, ev.ssl), ev.bio, comm, &mut self.counters);
             }
             EV_CERT => {
                 if !self.in_libssl_text(ev.tgid, ev.caller) {
@@ -701,20 +617,10 @@ impl TlsProbes {
                     self.counters.no_ssl += 1;
                     return;
                 }
-                let key = (ev.tgid, ev.ssl);
-                // A certificate after the chain was handed out: a new handshake on the same
-                // SSL* (renegotiation, or `SSL_clear` reuse).
-                self.handed.remove(&key);
-                let Some(conn) = self.conn_mut(key) else {
-                    return;
-                };
-                if conn.ders.len() >= MAX_CHAIN {
-                    self.counters.chain_overflow += 1;
-                    return;
-                }
-                conn.truncated |= ev.data_len < ev.der_len;
-                conn.ders.push(data.to_vec());
-                conn.last_cert_ns = ev.ktime_ns;
+                let procs = &self.procs;
+                let comm = |tgid| comm_of_proc(procs, tgid);
+                self.openssl
+                    .cert((ev.tgid, ev.ssl), &ev, data, &comm, &mut self.counters);
             }
             EV_SOCK => {
                 let Some((local, remote)) = sock_endpoints(data) else {
@@ -724,40 +630,36 @@ impl TlsProbes {
                 if self.gnutls.set_endpoints((ev.tgid, ev.ssl), local, remote) {
                     return;
                 }
-                // The kernel's endpoints win over the /proc lookup: they were taken during
-                // the handshake, while /proc was read later by fd number, which a closed
-                // connection may have handed on to the next one.
-                let Some(conn) = self.conn_mut((ev.tgid, ev.ssl)) else {
-                    return;
-                };
-                conn.local = Some(local);
-                conn.remote = Some(remote);
-                conn.kernel_mapped = true;
+                let procs = &self.procs;
+                let comm = |tgid| comm_of_proc(procs, tgid);
+                self.openssl.set_endpoints(
+                    (ev.tgid, ev.ssl),
+                    local,
+                    remote,
+                    &comm,
+                    &mut self.counters,
+                );
             }
             EV_GNUTLS_CERT | EV_GNUTLS_TRANSPORT | EV_GNUTLS_DEINIT => {
                 let procs = &self.procs;
                 let comm = |tgid| comm_of_proc(procs, tgid);
                 self.gnutls.handle(&ev, data, &comm, &mut self.counters);
             }
-            EV_PEER => self.handshake_ended((ev.tgid, ev.ssl), ev.caller),
+            EV_PEER => {
+                self.openssl
+                    .handshake_ended((ev.tgid, ev.ssl), ev.caller, &mut self.counters)
+            }
             EV_EXEC => {
                 self.counters.execs += 1;
-                if self
-                    .procs
-                    .get(&ev.tgid)
-                    .is_some_and(|p| p.read_ns > ev.ktime_ns && !p.ssl_text.is_empty())
-                {
-                    // Adopted by a /proc scan after this exec: its maps are the new image's,
-                    // and the process may be gone by now (a short one), so they are kept.
+                let Some(deadline) = exec_adoption(self.procs.get(&ev.tgid), ev.ktime_ns) else {
                     return;
-                }
+                };
                 // The old image is gone: so are its connections and mappings.
                 self.forget(ev.tgid);
                 if self.adopting.len() >= MAX_ADOPTING {
                     self.counters.table_full += 1;
                     return;
                 }
-                let deadline = ev.ktime_ns.saturating_add(ADOPT_WAIT.as_nanos() as u64);
                 self.adopting.push((ev.tgid, deadline));
             }
             EV_EXIT => {
@@ -768,57 +670,10 @@ impl TlsProbes {
         }
     }
 
-    /// The application asked for the peer's certificate of `key`: the handshake is over.
-    /// `x509` is what the call returned (0: the peer sent no certificate).
-    fn handshake_ended(&mut self, key: (u32, u64), x509: u64) {
-        if self.handed.contains(&key) {
-            // Asked again in the same connection (Postfix asks during verification and for
-            // logging): the chain went out with the first call.
-            return;
-        }
-        // A connection whose `SSL_set_bio` was never seen (it began before mxcert) cannot be
-        // tied to a socket: nothing to hand out.
-        let Some(conn) = self.conns.remove(&key) else {
-            return;
-        };
-        self.counters.handshakes_ended += 1;
-        self.mark_handed(key);
-        if conn.ders.is_empty() && x509 != 0 {
-            // The library has a peer certificate it did not parse in this handshake: the
-            // session was resumed (RFC 8446 §2.2), its chain came with the original one.
-            self.counters.resumed += 1;
-            return;
-        }
-        if conn.ders.is_empty() {
-            self.counters.no_peer_certificate += 1;
-        }
-        let chain = self.finish(key, conn);
-        self.pending.push(chain);
-    }
-
-    fn mark_handed(&mut self, key: (u32, u64)) {
-        if self.handed.len() >= MAX_TRACKED {
-            // Bounded: losing the marks costs at most a duplicate empty chain for a
-            // connection asked twice, which the join ignores after its record went out.
-            self.counters.table_full += 1;
-            self.handed.clear();
-        }
-        self.handed.insert(key);
-    }
-
     /// Process `tgid` exited or replaced its image: hands out the chains it had complete and
     /// forgets the rest of it.
     fn forget(&mut self, tgid: u32) {
-        let keys: Vec<(u32, u64)> = self.conns.keys().filter(|k| k.0 == tgid).copied().collect();
-        for k in keys {
-            let c = self.conns.remove(&k).expect("listed above");
-            if !c.ders.is_empty() {
-                let chain = self.finish(k, c);
-                self.pending.push(chain);
-            }
-        }
-        self.bios.retain(|k, _| k.0 != tgid);
-        self.handed.retain(|k| k.0 != tgid);
+        self.openssl.forget(tgid, &mut self.counters);
         self.adopting.retain(|a| a.0 != tgid);
         self.gnutls.forget(tgid);
         self.procs.remove(&tgid);
@@ -829,15 +684,7 @@ impl TlsProbes {
         let waiting = std::mem::take(&mut self.adopting);
         for (pid, deadline) in waiting {
             let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-            // Ready once both libraries' text is mapped: ld.so maps a library's whole range
-            // read-only first and its executable segment after (elf/dl-map-segments.h), and
-            // libssl's text is what tells a peer's chain from other loads.
-            let libs = parse_maps(&maps);
-            let mapped = |k: LibKind| libs.iter().any(|l| l.kind == k && l.exec);
-            // GnuTLS (Exim) needs only its one library.
-            let ready =
-                (mapped(LibKind::Ssl) && mapped(LibKind::Crypto)) || mapped(LibKind::Gnutls);
-            if ready || now >= deadline {
+            if ready_for_adoption(&parse_maps(&maps)) || now >= deadline {
                 let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
                     continue; // gone already
                 };
@@ -887,67 +734,15 @@ impl TlsProbes {
             .any(|&(lo, hi)| (lo..hi).contains(&addr))
     }
 
-    /// The connection `key`, added when new (`None`, counted, when the table is full).
-    fn conn_mut(&mut self, key: (u32, u64)) -> Option<&mut Conn> {
-        if !self.conns.contains_key(&key) {
-            if self.conns.len() >= MAX_TRACKED {
-                self.counters.table_full += 1;
-                return None;
-            }
-            let comm = self.comm(key.0);
-            self.conns.insert(
-                key,
-                Conn {
-                    comm,
-                    ..Conn::default()
-                },
-            );
-        }
-        self.conns.get_mut(&key)
-    }
-
     fn comm(&self, tgid: u32) -> String {
         comm_of_proc(&self.procs, tgid)
-    }
-
-    fn finish(&mut self, (tgid, ssl): (u32, u64), mut c: Conn) -> PeerChain {
-        if c.local.is_none() {
-            // The kernel sent no endpoints (a socket it cannot read, a kernel without the
-            // tracepoints, a first I/O it missed): the fd, if the process still has it.
-            proc_endpoints(tgid, &mut c);
-        }
-        if c.local.is_none() {
-            self.counters.unmapped += 1;
-        }
-        PeerChain {
-            tgid,
-            comm: c.comm,
-            ssl,
-            local: c.local,
-            remote: c.remote,
-            ders: c.ders,
-            truncated: c.truncated,
-            kernel_mapped: c.kernel_mapped,
-        }
     }
 
     /// Hands out the chains complete at `now` (monotonic ns): those whose end was signalled
     /// or whose process ended, then, for applications that never ask for the peer
     /// certificate, those quiet for [`QUIET`].
     fn flush(&mut self, now: u64, f: &mut dyn FnMut(PeerChain)) -> usize {
-        let quiet = QUIET.as_nanos() as u64;
-        let done: Vec<(u32, u64)> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| !c.ders.is_empty() && now.saturating_sub(c.last_cert_ns) >= quiet)
-            .map(|(k, _)| *k)
-            .collect();
-        let mut out = std::mem::take(&mut self.pending);
-        for k in done {
-            let c = self.conns.remove(&k).expect("listed above");
-            self.mark_handed(k);
-            out.push(self.finish(k, c));
-        }
+        let mut out = self.openssl.take_ready(now, &mut self.counters);
         // GnuTLS chains are complete when handed over, empty ones included: the library
         // returned NULL after the handshake, the peer sent no certificate.
         out.extend(self.gnutls.take_ready());
@@ -965,6 +760,77 @@ impl TlsProbes {
         }
         n
     }
+}
+
+/// What an exec record of a process at `exec_ns` means, given what is known of it: `None`
+/// when a /proc scan read its maps after the exec (they are the new image's, and the process
+/// may be gone by now, a short one, so they are kept), else the deadline of the wait for the
+/// new image's libssl mapping ([`ADOPT_WAIT`]); the caller forgets the old image then.
+fn exec_adoption(known: Option<&Proc>, exec_ns: u64) -> Option<u64> {
+    if known.is_some_and(|p| p.read_ns > exec_ns && !p.ssl_text.is_empty()) {
+        return None;
+    }
+    Some(exec_ns.saturating_add(ADOPT_WAIT.as_nanos() as u64))
+}
+
+/// Whether a process's maps show what adoption needs: both libssl's and libcrypto's text
+/// (ld.so maps a library's whole range read-only first and its executable segment after,
+/// elf/dl-map-segments.h, and libssl's text is what tells a peer's chain from other loads),
+/// or libgnutls's (Exim needs only that one).
+fn ready_for_adoption(libs: &[LibMap]) -> bool {
+    let mapped = |k: LibKind| libs.iter().any(|l| l.kind == k && l.exec);
+    (mapped(LibKind::Ssl) && mapped(LibKind::Crypto)) || mapped(LibKind::Gnutls)
+}
+
+/// The probes of one library file: (program, symbol, required). Optional ones (the
+/// end-of-handshake signal) may be missing from the library (before OpenSSL 3): its chains
+/// then go out on the [`QUIET`] timer.
+fn probe_points(kind: LibKind) -> Vec<(&'static str, &'static str, bool)> {
+    match kind {
+        LibKind::Ssl => SSL_ENTRY_POINTS
+            .iter()
+            .map(|s| (PROG_SSL_ENTER, *s, true))
+            .chain([(PROG_SSL_SET_BIO, "SSL_set_bio", true)])
+            .chain(PEER_CERT_FUNCTIONS.iter().flat_map(|s| {
+                [
+                    (PROG_PEER_CERT_ENTER, *s, false),
+                    (PROG_PEER_CERT_RET, *s, false),
+                ]
+            }))
+            .collect(),
+        LibKind::Crypto => vec![
+            (PROG_D2I_X509, "d2i_X509", true),
+            (PROG_BIO_INT_CTRL, "BIO_int_ctrl", true),
+        ],
+        LibKind::Gnutls => vec![
+            (PROG_GNUTLS_PEERS, "gnutls_certificate_get_peers", true),
+            (PROG_GNUTLS_PEERS_RET, "gnutls_certificate_get_peers", true),
+            (PROG_GNUTLS_TRANSPORT_INT, "gnutls_transport_set_int2", true),
+            (PROG_GNUTLS_TRANSPORT, "gnutls_transport_set_ptr", true),
+            (PROG_GNUTLS_TRANSPORT, "gnutls_transport_set_ptr2", true),
+            (PROG_GNUTLS_DEINIT, "gnutls_deinit", true),
+            (PROG_SSL_ENTER, "gnutls_handshake", true),
+        ],
+    }
+}
+
+/// A link made: (device, inode, program, symbol).
+type Link = (u64, u64, &'static str, &'static str);
+
+/// The probes of file (`dev`, `ino`) still to attach: those of `kind` without a link yet. A
+/// file whose attach failed part-way (the process whose /proc/PID/root led to it exited) is
+/// retried through another process without probing a function twice, which would send each
+/// certificate twice; the same file reached through another path (another mount namespace)
+/// is the same (device, inode).
+fn links_to_make(
+    links: &HashSet<Link>,
+    (dev, ino): (u64, u64),
+    kind: LibKind,
+) -> Vec<(&'static str, &'static str, bool)> {
+    probe_points(kind)
+        .into_iter()
+        .filter(|&(prog, symbol, _)| !links.contains(&(dev, ino, prog, symbol)))
+        .collect()
 }
 
 fn comm_of_proc(procs: &HashMap<u32, Proc>, tgid: u32) -> String {
@@ -1116,14 +982,6 @@ fn sock_endpoints(data: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
         SocketAddr::new(ip(ep.local)?, ep.local_port),
         SocketAddr::new(ip(ep.remote)?, ep.remote_port),
     ))
-}
-
-/// Fills `conn`'s endpoints from its fd through /proc (see [`socket_endpoints`]).
-fn proc_endpoints(tgid: u32, conn: &mut Conn) {
-    if let Some((l, r)) = conn.fd.and_then(|fd| socket_endpoints(tgid, fd)) {
-        conn.local = Some(l);
-        conn.remote = Some(r);
-    }
 }
 
 /// The (local, remote) endpoints of TCP socket `fd` of process `tgid`, looked up in the
@@ -1284,6 +1142,79 @@ mod tests {
         assert_eq!(r, "[::1]:40000".parse().unwrap());
         ep.remote = "::ffff:198.18.90.2".parse::<Ipv6Addr>().unwrap().octets();
         assert_eq!(put(ep).unwrap().1, "198.18.90.2:40000".parse().unwrap());
+    }
+
+    fn proc_read_at(read_ns: u64, ssl_text: Vec<(u64, u64)>) -> Proc {
+        Proc {
+            comm: "smtpd".into(),
+            ssl_text,
+            read_ns,
+        }
+    }
+
+    #[test]
+    fn an_exec_record_readopts_unless_the_new_image_was_read_after_it() {
+        let wait = ADOPT_WAIT.as_nanos() as u64;
+        // Unknown process: adopted once its libraries are mapped, within ADOPT_WAIT.
+        assert_eq!(exec_adoption(None, 1_000), Some(1_000 + wait));
+        // Maps read before the exec are the old image's.
+        let old = proc_read_at(500, vec![(1, 2)]);
+        assert_eq!(exec_adoption(Some(&old), 1_000), Some(1_000 + wait));
+        // Read after it (a /proc scan ran before the ring was read): kept, even if the
+        // process is gone by now.
+        let new = proc_read_at(2_000, vec![(1, 2)]);
+        assert_eq!(exec_adoption(Some(&new), 1_000), None);
+        // Read after it but before its loader mapped libssl: looked at again.
+        let early = proc_read_at(2_000, Vec::new());
+        assert_eq!(exec_adoption(Some(&early), 1_000), Some(1_000 + wait));
+    }
+
+    #[test]
+    fn adoption_waits_for_both_openssl_libraries_or_gnutls() {
+        let line = |kind: &str, perms: &str| {
+            format!("7f10a0020000-7f10a0080000 {perms} 00020000 08:01 1 /usr/lib/{kind}\n")
+        };
+        let ready = |maps: &str| ready_for_adoption(&parse_maps(maps));
+        // ld.so maps a library read-only first, its text after.
+        let ssl_ro = line("libssl.so.3", "r--p");
+        let ssl_x = line("libssl.so.3", "r-xp");
+        let crypto_x = line("libcrypto.so.3", "r-xp");
+        assert!(!ready(""));
+        assert!(!ready(&(ssl_ro.clone() + &crypto_x)));
+        assert!(!ready(&ssl_x));
+        assert!(ready(&(ssl_ro + &ssl_x + &crypto_x)));
+        assert!(ready(&line("libgnutls.so.30", "r-xp")));
+    }
+
+    #[test]
+    fn each_function_of_a_file_is_probed_once_per_program() {
+        let mut links = HashSet::new();
+        let file = (8, 1234);
+        let all = links_to_make(&links, file, LibKind::Ssl);
+        // The SSL entry points, SSL_set_bio, and both peer-certificate functions' entry and
+        // return (optional: a libssl before OpenSSL 3 lacks them).
+        assert_eq!(all.len(), SSL_ENTRY_POINTS.len() + 1 + 4);
+        assert_eq!(all.iter().filter(|p| !p.2).count(), 4);
+        // An attach that failed part-way: the retry (through another process's
+        // /proc/PID/root, same device and inode) makes only the missing links.
+        for &(prog, symbol, _) in &all[..3] {
+            links.insert((file.0, file.1, prog, symbol));
+        }
+        let rest = links_to_make(&links, file, LibKind::Ssl);
+        assert_eq!(rest, all[3..].to_vec());
+        for &(prog, symbol, _) in &rest {
+            links.insert((file.0, file.1, prog, symbol));
+        }
+        assert!(links_to_make(&links, file, LibKind::Ssl).is_empty());
+        // Another file (a container's copy) gets its own links; the same program on two
+        // symbols (gnutls_transport_set_ptr/_ptr2) is two links.
+        assert_eq!(links_to_make(&links, (8, 99), LibKind::Ssl), all);
+        let gnutls = links_to_make(&links, file, LibKind::Gnutls);
+        let transport = gnutls
+            .iter()
+            .filter(|p| p.0 == PROG_GNUTLS_TRANSPORT)
+            .count();
+        assert_eq!(transport, 2);
     }
 
     #[test]
