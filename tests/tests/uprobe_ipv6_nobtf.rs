@@ -7,14 +7,14 @@
 //! carries its 4-tuple. Its own test binary: the variable is set for the whole process.
 
 use std::net::{Ipv6Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use mxcert::capture::tlslib::{PeerChain, TlsProbes};
+use mxcert::capture::tlslib::TlsProbes;
 use mxcert_system_tests::ebpf::require_ebpf;
 use mxcert_system_tests::netns::{NetnsPair, Side};
 use mxcert_system_tests::repo_root;
 use mxcert_system_tests::uprobe::{
-    chains_by_side, intermediates, mutual_s_client, mutual_s_server, wait_gone,
+    chains_by_side, intermediates, mutual_s_client, mutual_s_server, poll_connection, wait_gone,
 };
 
 const PORT: u16 = 19652;
@@ -49,19 +49,13 @@ fn without_btf_ipv6_maps_through_proc_and_the_operator_is_told() {
     assert!(probes.refresh().expect("refresh") >= 2);
     // The client stays connected (stdin open) while the chains are read.
     let _client = mutual_s_client(&pair, Side::Server, &accept, cli_int.to_str().unwrap());
-    let mut all: Vec<PeerChain> = Vec::new();
-    let ours = |c: &PeerChain| [c.local, c.remote].contains(&Some(server));
-    let start = Instant::now();
-    while all.iter().filter(|c| ours(c)).count() < 2 && start.elapsed() < Duration::from_secs(10) {
-        // Adopt s_client (its libssl text) as soon as it runs.
-        probes.refresh().expect("refresh");
-        probes
-            .poll(Duration::from_millis(100), &mut |c| all.push(c))
-            .expect("poll");
-    }
+    // Adopt s_client (its libssl text) as soon as it runs.
+    let mut adopt = |p: &mut TlsProbes| {
+        p.refresh().expect("refresh");
+    };
+    let chains = poll_connection(&mut probes, server, Duration::from_secs(10), &mut adopt);
     let stats = probes.stats();
     eprintln!("uprobe_ipv6_nobtf: {stats:?}");
-    let chains: Vec<PeerChain> = all.into_iter().filter(ours).collect();
     assert_eq!(chains.len(), 2, "one chain per side: {chains:#?}");
     let (by_client, by_server) = chains_by_side(&chains, server);
     assert_eq!(by_server.remote, by_client.local, "same connection");
@@ -84,15 +78,7 @@ fn without_btf_ipv6_maps_through_proc_and_the_operator_is_told() {
     assert!(client.0.wait().expect("s_client").success(), "handshake");
     wait_gone(&mut srv, Duration::from_secs(10));
     let _ = drain.join();
-    let mut all: Vec<PeerChain> = Vec::new();
-    let ours = |c: &PeerChain| [c.local, c.remote].contains(&Some(server));
-    let start = Instant::now();
-    while all.iter().filter(|c| ours(c)).count() < 2 && start.elapsed() < Duration::from_secs(5) {
-        probes
-            .poll(Duration::from_millis(100), &mut |c| all.push(c))
-            .expect("poll");
-    }
-    let chains: Vec<PeerChain> = all.into_iter().filter(ours).collect();
+    let chains = poll_connection(&mut probes, server, Duration::from_secs(5), &mut |_| {});
     assert_eq!(chains.len(), 2, "one chain per side: {chains:#?}");
     let (by_client, by_server) = chains_by_side(&chains, server);
     assert_eq!(by_client.flow(), by_server.flow(), "same 4-tuple");
