@@ -458,7 +458,15 @@ impl TlsProbes {
             if self.attached.contains(&(meta.dev(), meta.ino())) {
                 continue;
             }
-            match self.attach_file(&full, (meta.dev(), meta.ino()), kind) {
+            // Attached through this process's own descriptor: the process behind
+            // /proc/PID/root may exit during the attach (a short-lived one does), which left
+            // the file attached without the optional end-of-handshake probes (their failure
+            // reads as "not exported").
+            let Ok(file) = std::fs::File::open(&full) else {
+                continue;
+            };
+            let via = format!("/proc/self/fd/{}", file.as_raw_fd());
+            match self.attach_file(&via, (meta.dev(), meta.ino()), kind) {
                 Ok(()) => {
                     self.attached.insert((meta.dev(), meta.ino()));
                     newly += 1;
