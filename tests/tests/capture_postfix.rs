@@ -411,6 +411,24 @@ fn resumed_postfix_session_carries_the_full_handshakes_chains() {
         wait_quiet(&pair, Side::Server).expect("the SMTP connection closed");
     }
     let mail_done = t0.elapsed();
+    // How long the resumed session's record waits: the library hands out nothing for a
+    // resumed handshake, so it is held for the daemon's whole library wait (2 s), then
+    // written at the next flush (every second). A figure, not asserted.
+    let closed = Instant::now();
+    let sessions = || {
+        records(&work.join("out.jsonl"))
+            .iter()
+            .filter(|r| r["record"] == "session")
+            .count()
+    };
+    wait_for("both session records", Duration::from_secs(10), || {
+        sessions() >= 2
+    })
+    .expect("records written");
+    eprintln!(
+        "capture_postfix_resumed: resumed record written {:?} after its connection closed",
+        closed.elapsed()
+    );
     let scrape = live::scrape_when(&pair, METRICS, |t| {
         live::metric(t, "mxcert_tls_library_handshakes_total{peer=\"resumed\"}").unwrap_or(0) >= 2
     })
