@@ -13,7 +13,7 @@
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 use mxcert::capture::tlslib::{PeerChain, TlsProbes};
 use mxcert_system_tests::ebpf::require_ebpf;
 use mxcert_system_tests::mta::{
-    certs_dir, exim_root, require_exim, set_mode, wait_child, Exim, Postfix, PostfixOpts, Tcpdump,
-    WorkDir,
+    certs_dir, exim_root, require_exim, wait_child, Exim, EximClient, Postfix, PostfixOpts,
+    Tcpdump, WorkDir,
 };
-use mxcert_system_tests::netns::{run, NetnsPair, Side};
+use mxcert_system_tests::netns::{NetnsPair, Side};
 use mxcert_system_tests::uprobe::{
     assert_no_cleartext_certificates, ca_bundle_noise, chain_ders, der_hashes, intermediates,
     Killed,
@@ -268,59 +268,6 @@ fn exim_server_reads_the_client_chains_through_gnutls() {
     assert_no_cleartext_certificates(&pcap, &[cli, "srv_exim"]);
 }
 
-/// A private Exim in the client namespace that delivers all mail to `server` over mandatory
-/// TLS, presenting the `cli` chain (leaf + intermediate), through its smtp transport.
-fn exim_client_conf(dir: &Path, server: &str, cli: &str) -> PathBuf {
-    let certs = certs_dir();
-    for sub in ["spool", "log"] {
-        std::fs::create_dir_all(dir.join(sub)).unwrap();
-    }
-    for (from, to) in [
-        (format!("{cli}.chain.pem"), "cli.chain.pem"),
-        (format!("{cli}.key"), "cli.key"),
-        ("root-ca.crt".into(), "root-ca.crt"),
-    ] {
-        std::fs::copy(certs.join(from), dir.join(to)).unwrap();
-    }
-    let d = dir.display();
-    let conf = format!(
-        "primary_hostname = client.test.example
-exim_path = {root}/usr/sbin/exim4
-keep_environment =
-spool_directory = {d}/spool
-log_file_path = {d}/log/%slog
-exim_user = Debian-exim
-exim_group = Debian-exim
-never_users = root
-host_lookup =
-rfc1413_hosts =
-begin routers
-to_server:
-  driver = manualroute
-  route_list = * {server}
-  transport = remote_smtp
-begin transports
-remote_smtp:
-  driver = smtp
-  port = 25
-  hosts_require_tls = *
-  tls_certificate = {d}/cli.chain.pem
-  tls_privatekey = {d}/cli.key
-  tls_verify_certificates = {d}/root-ca.crt
-begin retry
-* * F,1h,10m
-",
-        root = exim_root().display(),
-    );
-    run(Command::new("chown").args(["-R", "Debian-exim"]).arg(dir)).unwrap();
-    set_mode(dir, 0o755).unwrap();
-    // Exim refuses a configuration writable by others or not owned by root.
-    let file = dir.join("exim.conf");
-    std::fs::write(&file, conf).unwrap();
-    set_mode(&file, 0o644).unwrap();
-    file
-}
-
 #[test]
 fn exim_client_reads_the_server_chain_through_gnutls() {
     if !require_ebpf("uprobe_gnutls") || !require_exim("uprobe_gnutls") {
@@ -345,26 +292,19 @@ fn exim_client_reads_the_server_chain_through_gnutls() {
         format!("smtpd_tls_CAfile = {}", certs.join("root-ca.crt").display()),
     ];
     let postfix = Postfix::start(&pair, work.join("postfix"), &opts).expect("postfix");
-    let conf = exim_client_conf(&work.join("exim"), &pair.server_ip.to_string(), cli);
-    let _held = hold_libraries(&mut probes, Some(&conf));
+    let exim = EximClient::new(&pair, &work.join("exim"), &pair.server_ip.to_string(), cli)
+        .expect("exim client");
+    let _held = hold_libraries(&mut probes, Some(&exim.conf));
 
     let stop = Arc::new(AtomicBool::new(false));
     let noise_runs = ca_bundle_noise(stop.clone());
     // Exim delivers in the foreground (-odf): when it exits, the message was sent.
-    let mut exim = Command::new("ip")
-        .args(["netns", "exec", &pair.client_ns])
-        .arg(exim_root().join("usr/sbin/exim4"))
-        .arg("-C")
-        .arg(&conf)
-        .args(["-odf", "-f", "sender@client.example", "user@test.example"])
-        .stdin(Stdio::piped())
-        .spawn()
+    let mut exim = exim
+        .spawn_send(
+            "user@test.example",
+            b"Subject: gnutls client\r\n\r\nhello through Exim\r\n",
+        )
         .expect("exim4");
-    exim.stdin
-        .take()
-        .unwrap()
-        .write_all(b"Subject: gnutls client\r\n\r\nhello through Exim\r\n")
-        .unwrap();
     let server = SocketAddr::new(IpAddr::V4(pair.server_ip), 25);
     let ip = IpAddr::V4(pair.server_ip);
     let mut chains = collect(&mut probes, ip, Duration::from_secs(30), |c| {
