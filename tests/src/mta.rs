@@ -708,9 +708,9 @@ begin retry
         })
     }
 
-    /// Starts delivering `message` from sender@client.example to `to` in the foreground
-    /// (`-odf`: when the process exits, the message was sent or failed).
-    pub fn spawn_send(&self, to: &str, message: &[u8]) -> Result<Child> {
+    /// Delivers `message` from sender@client.example to `to` in the foreground (`-odf`: when
+    /// the process exits, the message was sent or failed), which must succeed (bounded).
+    pub fn send(&self, to: &str, message: &[u8]) -> Result<()> {
         use std::io::Write as _;
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.ns])
@@ -722,12 +722,6 @@ begin retry
             .spawn()
             .context("running exim4")?;
         child.stdin.take().context("stdin")?.write_all(message)?;
-        Ok(child)
-    }
-
-    /// [`EximClient::spawn_send`] that must succeed (bounded).
-    pub fn send(&self, to: &str, message: &[u8]) -> Result<()> {
-        let mut child = self.spawn_send(to, message)?;
         let st = wait_child(&mut child, Duration::from_secs(30))?;
         if !st.success() {
             bail!("exim delivery to {to} failed: {st}");
