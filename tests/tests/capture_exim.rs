@@ -109,8 +109,6 @@ fn capture<M>(
     phase("mxcert and tcpdump started");
     let m = mtas();
     phase("MTAs started");
-    let stop = Arc::new(AtomicBool::new(false));
-    let noise: JoinHandle<u32> = ca_bundle_noise(stop.clone());
     let _held = Killed(
         holder
             .stdin(Stdio::piped())
@@ -130,6 +128,8 @@ fn capture<M>(
         cap.log_text()
     );
     phase("libraries attached");
+    let stop = Arc::new(AtomicBool::new(false));
+    let noise: JoinHandle<u32> = ca_bundle_noise(stop.clone());
     let started = Instant::now();
     traffic(&m);
     phase("traffic over");
