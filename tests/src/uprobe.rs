@@ -37,9 +37,14 @@ pub fn s_server_as(
     program: &str,
     args: &[&str],
 ) -> Result<(Killed, BufReader<ChildStdout>)> {
+    s_server_in(pair.command(Side::Server, program), args)
+}
+
+/// [`s_server`] through a prepared command that runs the openssl binary with the arguments
+/// appended to it (e.g. behind `unshare` in a mount namespace of its own).
+pub fn s_server_in(mut cmd: Command, args: &[&str]) -> Result<(Killed, BufReader<ChildStdout>)> {
     let mut server = Killed(
-        pair.command(Side::Server, program)
-            .arg("s_server")
+        cmd.arg("s_server")
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -9,12 +9,14 @@
 //! - The probes' programs (found through mxcert's own file descriptors, checked by name in the
 //!   kernel's program list) are gone after SIGTERM (exit 0, records flushed) and SIGKILL; with
 //!   the pcap backend the TC program is not loaded and its 8 MiB ring not allocated.
+//! - A server in a "container" (its own mount namespace with private copies of libssl and
+//!   libcrypto over the system paths): its chain is read in those files.
 //!
-//! Addresses 198.18.55-57.x, namespaces `mxd*`, ports 19450-19499 (this helper's range).
+//! Addresses 198.18.55-58.x, namespaces `mxd*`, ports 19450-19499 (this helper's range).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mxcert_system_tests::ebpf::require_ebpf;
@@ -25,7 +27,7 @@ use mxcert_system_tests::records::{
     chain_hex, findings_of, has_program, loaded, programs_of, records, sessions_between, strings,
 };
 use mxcert_system_tests::repo_root;
-use mxcert_system_tests::uprobe::{intermediates, s_server, Killed};
+use mxcert_system_tests::uprobe::{intermediates, s_server_in, Killed};
 
 const PORT: u16 = 19465;
 const METRICS: u16 = 19480;
@@ -40,9 +42,10 @@ fn workdir(tag: &str) -> PathBuf {
 }
 
 /// One TLS 1.3 session with client certificates requested: s_server (started now, after
-/// mxcert) accepts one connection, s_client sends a line and ends.
-/// `server_up` runs once s_server listens, before the client starts.
-fn tls13_session(pair: &NetnsPair, dir: &Path, server_up: &dyn Fn()) {
+/// mxcert, through `server`: the openssl binary, or a wrapper that runs it) accepts one
+/// connection, s_client sends a line and ends. `server_up` runs with s_server's pid once it
+/// listens, before the client starts.
+fn tls13_session(pair: &NetnsPair, dir: &Path, server: Command, server_up: &dyn Fn(u32)) {
     let certs = repo_root().join("pcaps/certs");
     let p = |f: &str| certs.join(f).to_str().unwrap().to_string();
     let srv_int = dir.join("srv-int.pem");
@@ -50,8 +53,8 @@ fn tls13_session(pair: &NetnsPair, dir: &Path, server_up: &dyn Fn()) {
     intermediates(&certs.join(format!("{SERVER_CHAIN}.chain.pem")), &srv_int);
     intermediates(&certs.join(format!("{CLIENT_CHAIN}.chain.pem")), &cli_int);
     let addr = format!("{}:{PORT}", pair.server_ip);
-    let (server, out) = s_server(
-        pair,
+    let (server, out) = s_server_in(
+        server,
         &[
             "-accept",
             &addr,
@@ -73,7 +76,7 @@ fn tls13_session(pair: &NetnsPair, dir: &Path, server_up: &dyn Fn()) {
     .expect("s_server");
     let mut out = out;
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    server_up();
+    server_up(server.0.id());
     let mut client = Killed(
         pair.command(Side::Client, "openssl")
             .args(["s_client", "-connect", &addr, "-tls1_3"])
@@ -101,6 +104,37 @@ fn tls13_session(pair: &NetnsPair, dir: &Path, server_up: &dyn Fn()) {
     let mut server = server;
     let _ = live_wait(&mut client.0);
     let _ = live_wait(&mut server.0);
+}
+
+/// `mxcert capture` with the eBPF backend and the TLS-library probes on for `openssl`,
+/// /metrics on `metrics`.
+fn auto_capture(pair: &NetnsPair, out: &Path, log: &Path, metrics: u16) -> Capture {
+    let anchors = repo_root().join("pcaps/certs/root-ca.crt");
+    Capture::start(
+        pair,
+        out,
+        log,
+        &[
+            "--backend",
+            "ebpf",
+            "--ports",
+            &PORT.to_string(),
+            "--tls-library",
+            "auto",
+            "--tls-processes",
+            "openssl",
+            "--metrics-addr",
+            &format!("127.0.0.1:{metrics}"),
+            "--trust-anchors",
+            anchors.to_str().unwrap(),
+        ],
+    )
+    .expect("mxcert capture")
+}
+
+/// The openssl binary in the server namespace.
+fn openssl(pair: &NetnsPair) -> Command {
+    pair.command(Side::Server, "openssl")
 }
 
 fn live_wait(c: &mut std::process::Child) -> Option<std::process::ExitStatus> {
@@ -157,29 +191,7 @@ fn auto_reads_tls13_chains_through_the_library_and_unloads_on_sigterm() {
     // Built before the clock starts: the 30 s below are the daemon's, not the compiler's.
     live::mxcert_bin().expect("mxcert binary");
     let started = Instant::now();
-    let cap = Capture::start(
-        &pair,
-        &out,
-        &log,
-        &[
-            "--backend",
-            "ebpf",
-            "--ports",
-            &PORT.to_string(),
-            "--tls-library",
-            "auto",
-            "--tls-processes",
-            "openssl",
-            "--metrics-addr",
-            &format!("127.0.0.1:{METRICS}"),
-            "--trust-anchors",
-            repo_root()
-                .join("pcaps/certs/root-ca.crt")
-                .to_str()
-                .unwrap(),
-        ],
-    )
-    .expect("mxcert capture");
+    let cap = auto_capture(&pair, &out, &log, METRICS);
     let text = cap.log_text();
     assert!(text.contains("TLS library probes on"), "{text}");
     let progs = programs_of(cap.pid());
@@ -202,7 +214,7 @@ fn auto_reads_tls13_chains_through_the_library_and_unloads_on_sigterm() {
     // The first process mapping a library file gets it attached when mxcert adopts it after
     // its exec (milliseconds, the loop's next turn); the client connects once that happened,
     // as an MTA's first peer would a moment later.
-    tls13_session(&pair, &dir, &|| {
+    tls13_session(&pair, &dir, openssl(&pair), &|_| {
         let t = live::scrape_when(&pair, METRICS, |t| {
             live::metric(t, "mxcert_tls_library_attached_files").unwrap_or(0) >= 2
         })
@@ -281,7 +293,7 @@ fn off_leaves_tls13_uninspectable() {
     let progs = programs_of(cap.pid());
     assert!(has_program(&progs, "mxcert_tc_ingress"), "{progs:?}");
     assert!(!has_program(&progs, "mxcert_d2i_x509"), "{progs:?}");
-    tls13_session(&pair, &dir, &|| {});
+    tls13_session(&pair, &dir, openssl(&pair), &|_| {});
     std::thread::sleep(Duration::from_millis(500));
     let st = cap.stop("TERM").expect("stop");
     assert!(st.success(), "exit status {st:?}");
@@ -337,5 +349,120 @@ fn probes_of_a_pcap_capture_have_no_tc_ring_and_go_with_sigkill() {
         .filter(|l| ids.contains(&l.program_id()))
         .count();
     assert_eq!(links, 0, "links after SIGKILL");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The system files of `libs` (e.g. libssl.so.3) as the openssl binary loads them, by `ldd`.
+fn system_libraries(libs: &[&str]) -> Vec<PathBuf> {
+    let out = std::process::Command::new("ldd")
+        .arg(which_openssl())
+        .output()
+        .expect("ldd openssl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    libs.iter()
+        .map(|lib| {
+            let path = text
+                .lines()
+                .find(|l| l.trim_start().starts_with(lib))
+                .and_then(|l| l.split("=>").nth(1))
+                .and_then(|r| r.split_whitespace().next())
+                .unwrap_or_else(|| panic!("{lib} not among openssl's libraries:\n{text}"));
+            // Bind-mounting over the real file covers every path to it (/lib -> usr/lib).
+            std::fs::canonicalize(path).expect("canonical library path")
+        })
+        .collect()
+}
+
+fn which_openssl() -> PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .map(|d| d.join("openssl"))
+        .find(|p| p.is_file())
+        .expect("openssl in PATH")
+}
+
+/// (device, inode) of the file at `path` as the process `pid` sees it (its mount namespace).
+fn file_id_in(pid: u32, path: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(format!("/proc/{pid}/root{}", path.display()))
+        .unwrap_or_else(|e| panic!("{} in process {pid}: {e}", path.display()));
+    (m.dev(), m.ino())
+}
+
+/// A server in a "container": s_server runs in a mount namespace of its own (and the server's
+/// network namespace) where private copies of libssl and libcrypto are bind-mounted over the
+/// system files, so its /proc/PID/maps names the host's paths but they are other files, as
+/// with a container image's own OpenSSL. mxcert (started before it, host mount namespace)
+/// attaches to those files through /proc/PID/root; the chain s_server receives is read in the
+/// private copy and joined into the session record; s_client (host files) reads the other.
+#[test]
+fn a_server_with_private_libraries_in_its_own_mount_namespace_is_read() {
+    if !require_ebpf("a_server_with_private_libraries_in_its_own_mount_namespace") {
+        return;
+    }
+    let pair = NetnsPair::create("mxd3", 58).expect("namespaces");
+    let dir = workdir("tlslib-container");
+    let (out, log) = (dir.join("out.jsonl"), dir.join("mxcert.log"));
+    let metrics = METRICS + 1;
+    let libs = system_libraries(&["libssl.so.3", "libcrypto.so.3"]);
+    let private = dir.join("private");
+    std::fs::create_dir_all(&private).unwrap();
+    let mut script = String::from("set -e; ");
+    for lib in &libs {
+        let copy = private.join(lib.file_name().unwrap());
+        std::fs::copy(lib, &copy).expect("copy the library");
+        script += &format!("mount --bind '{}' '{}'; ", copy.display(), lib.display());
+    }
+    script += r#"exec "$0" "$@""#;
+    let mut container = pair.command(Side::Server, "unshare");
+    container.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+        "openssl",
+    ]);
+
+    let cap = auto_capture(&pair, &out, &log, metrics);
+    tls13_session(&pair, &dir, container, &|pid| {
+        // Not vacuous: the server's libssl/libcrypto are other files than the host's.
+        for lib in &libs {
+            assert_ne!(
+                file_id_in(pid, lib),
+                file_id_in(std::process::id(), lib),
+                "{} in the server's mount namespace is the host's file",
+                lib.display()
+            );
+        }
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+        assert!(
+            libs.iter().all(|l| maps.contains(l.to_str().unwrap())),
+            "the server maps the libraries by their system paths"
+        );
+        live::scrape_when(&pair, metrics, |t| {
+            live::metric(t, "mxcert_tls_library_attached_files").unwrap_or(0) >= 2
+        })
+        .expect("the private copies attached after the server's exec");
+    });
+    let text = live::scrape_when(&pair, metrics, |t| {
+        live::metric(t, "mxcert_tls_library_chains_attached_total").unwrap_or(0) >= 2
+    })
+    .expect("metrics");
+    let files = live::metric(&text, "mxcert_tls_library_attached_files").unwrap_or(0);
+    assert!(
+        files >= 4,
+        "private copies and host files attached, each once: {files}"
+    );
+    let st = cap.stop("TERM").expect("stop");
+    assert!(st.success(), "exit status {st:?}");
+    let recs = records(&out);
+    let s = our_session(&recs, &pair);
+    assert_eq!(s["tls"]["version"], "TLS1.3");
+    assert_eq!(s["tls"]["chain_source"], "uprobe", "{s}");
+    // Read by s_server in its private libcrypto copy.
+    assert_eq!(strings(&s["tls"]["client_chain"]), chain_hex(CLIENT_CHAIN));
+    // Read by s_client in the host's files.
+    assert_eq!(strings(&s["tls"]["server_chain"]), chain_hex(SERVER_CHAIN));
     let _ = std::fs::remove_dir_all(&dir);
 }
