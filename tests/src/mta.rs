@@ -625,9 +625,7 @@ impl Exim {
         wait_listen(pair, Side::Server, ip, 25)?;
         Ok(exim)
     }
-}
 
-impl Exim {
     /// Waits (bounded) until Exim's mainlog shows `n` messages received (`<=` lines).
     pub fn wait_received(&self, n: usize, limit: Duration) -> Result<()> {
         let log = self.dir.join("log/mainlog");
@@ -637,6 +635,23 @@ impl Exim {
                 .unwrap_or(false)
         })
         .with_context(|| std::fs::read_to_string(&log).unwrap_or_default())
+    }
+}
+
+impl Drop for Exim {
+    fn drop(&mut self) {
+        let pid = std::fs::read_to_string(self.dir.join("exim.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        if let Some(pid) = pid {
+            kill(pid, "TERM");
+            let gone = wait_for("exim to exit", Duration::from_secs(5), || {
+                !Path::new(&format!("/proc/{pid}")).exists()
+            });
+            if gone.is_err() {
+                kill(pid, "KILL");
+            }
+        }
     }
 }
 
@@ -727,22 +742,5 @@ begin retry
             bail!("exim delivery to {to} failed: {st}");
         }
         Ok(())
-    }
-}
-
-impl Drop for Exim {
-    fn drop(&mut self) {
-        let pid = std::fs::read_to_string(self.dir.join("exim.pid"))
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok());
-        if let Some(pid) = pid {
-            kill(pid, "TERM");
-            let gone = wait_for("exim to exit", Duration::from_secs(5), || {
-                !Path::new(&format!("/proc/{pid}")).exists()
-            });
-            if gone.is_err() {
-                kill(pid, "KILL");
-            }
-        }
     }
 }
