@@ -90,6 +90,9 @@ pub const ADOPT_WAIT: Duration = Duration::from_secs(2);
 /// Most processes waiting for adoption at once; beyond, they are left to the periodic
 /// [`TlsProbes::refresh`] and counted in [`TlsCounters::table_full`].
 pub const MAX_ADOPTING: usize = 4096;
+/// Least time between two /proc scans for processes forked by one that ended before it was
+/// adopted (see [`Rescan`]).
+pub const RESCAN_GAP: Duration = Duration::from_secs(1);
 
 /// The chain a process received from its peer on one connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,6 +220,7 @@ pub struct TlsProbes {
     /// Processes that just exec'd, waiting for their libssl mapping, with the deadline
     /// (monotonic ns).
     adopting: Vec<(u32, u64)>,
+    rescan: Rescan,
     program_ids: Vec<u32>,
     counters: TlsCounters,
     object: BpfObject,
@@ -334,6 +338,7 @@ impl TlsProbes {
             gnutls: gnutls::Gnutls::default(),
             handed: HashSet::new(),
             adopting: Vec::new(),
+            rescan: Rescan::default(),
             program_ids,
             counters: TlsCounters::default(),
             object: shared,
@@ -603,6 +608,12 @@ impl TlsProbes {
         if !self.adopting.is_empty() {
             self.adopt_new(now);
         }
+        if self.rescan.take(now) {
+            // A failure here is the periodic scan's to report (the daemon logs it).
+            if let Err(e) = self.refresh() {
+                tracing::debug!(error = %e, "TLS library: /proc scan after an early exit");
+            }
+        }
         Ok(self.flush(now, f))
     }
 
@@ -726,6 +737,9 @@ impl TlsProbes {
             }
             EV_EXIT => {
                 self.counters.exits += 1;
+                if self.adopting.iter().any(|a| a.0 == ev.tgid) {
+                    self.rescan.ended_unadopted();
+                }
                 self.forget(ev.tgid);
             }
             _ => self.counters.bad_records += 1,
@@ -803,7 +817,8 @@ impl TlsProbes {
                 (mapped(LibKind::Ssl) && mapped(LibKind::Crypto)) || mapped(LibKind::Gnutls);
             if ready || now >= deadline {
                 let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
-                    continue; // gone already
+                    self.rescan.ended_unadopted();
+                    continue;
                 };
                 let comm = comm.trim_end_matches('\n').to_string();
                 if self.allow.contains(&comm) {
@@ -915,6 +930,36 @@ impl TlsProbes {
             f(c);
         }
         n
+    }
+}
+
+/// A process that exec'd and ended before it was adopted may have forked the one that lives
+/// on: a daemon starting in the background (`exim -bd` forks, its parent exits; measured with
+/// Exim 4.96 started after mxcert: libgnutls stayed unattached until the 30 s rescan). A fork
+/// is no exec, so no record tells of the child (same name, same libraries): a /proc scan finds
+/// it, at most once per [`RESCAN_GAP`] (a host running short allow-listed programs in a loop
+/// would otherwise scan /proc on every poll).
+#[derive(Debug, Default)]
+struct Rescan {
+    due: bool,
+    /// When the last one ran (monotonic ns).
+    last_ns: Option<u64>,
+}
+
+impl Rescan {
+    fn ended_unadopted(&mut self) {
+        self.due = true;
+    }
+
+    /// Whether to scan now (`now`: monotonic ns); a scan not run yet stays due.
+    fn take(&mut self, now: u64) -> bool {
+        let gap = RESCAN_GAP.as_nanos() as u64;
+        if !self.due || self.last_ns.is_some_and(|l| now.saturating_sub(l) < gap) {
+            return false;
+        }
+        self.due = false;
+        self.last_ns = Some(now);
+        true
     }
 }
 
@@ -1114,6 +1159,20 @@ fn failed(reason: String) -> LiveError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_ended_before_adoption_asks_for_one_scan_per_gap() {
+        let mut r = Rescan::default();
+        assert!(!r.take(5), "nothing ended: no scan");
+        r.ended_unadopted();
+        assert!(r.take(10), "the first scan runs at once");
+        assert!(!r.take(11), "done: not again");
+        r.ended_unadopted();
+        let gap = RESCAN_GAP.as_nanos() as u64;
+        assert!(!r.take(10 + gap - 1), "within the gap: waits");
+        assert!(r.take(10 + gap), "still due after the gap");
+        assert!(!r.take(10 + 3 * gap));
+    }
 
     #[test]
     fn maps_lines_give_libssl_text_and_both_files() {
