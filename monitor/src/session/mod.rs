@@ -839,23 +839,37 @@ impl Pipeline {
         };
         let t = &mut rec.tls;
         if t.resumed {
-            let original = self.resumption.get(&key);
-            // Which handshake was resumed is worth saying even when the library reported the
-            // resumed session's chains itself (a library that keeps them with the session).
-            if let Some(o) = original {
-                t.resumed_from = Some(o.session_id.clone());
-            }
-            if t.chain_source.is_some() {
-                return;
-            }
-            let Some(o) = original else {
-                self.stats.resumed_without_original += 1;
+            let Some(o) = self.resumption.get(&key) else {
+                if t.chain_source.is_none() {
+                    self.stats.resumed_without_original += 1;
+                }
                 return;
             };
-            t.server_chain.clone_from(&o.server_chain);
-            t.client_chain.clone_from(&o.client_chain);
-            t.chain_source = Some("resumed");
-            self.stats.resumed_carried += 1;
+            // Which handshake was resumed is worth saying even when the library reported the
+            // resumed session's chains itself (a library that keeps them with the session).
+            t.resumed_from = Some(o.session_id.clone());
+            // No certificate is sent in a resumed handshake (RFC 8446 §2.2, RFC 5246 §7.3):
+            // the session stays bound to the original's. A role the library did not report
+            // takes the original's chain: GnuTLS keeps only the peer's chain with the
+            // session, so an Exim server reports the client's chain and nothing on the other
+            // side reports the server's.
+            let mut carried = false;
+            for (mine, theirs) in [
+                (&mut t.server_chain, &o.server_chain),
+                (&mut t.client_chain, &o.client_chain),
+            ] {
+                if mine.is_empty() && !theirs.is_empty() {
+                    mine.clone_from(theirs);
+                    carried = true;
+                }
+            }
+            if t.chain_source.is_none() {
+                t.chain_source = Some("resumed");
+                carried = true;
+            }
+            if carried {
+                self.stats.resumed_carried += 1;
+            }
         } else if t.chain_source.is_some() && rec.outcome == Outcome::Established {
             // Only a completed handshake leaves a session to resume.
             if self.resumption.len() >= MAX_RESUMPTION_ENTRIES
@@ -1822,6 +1836,10 @@ mod tests {
         assert!(c.tls.resumed);
         assert_eq!(c.tls.chain_source, Some("uprobe"));
         assert_eq!(c.tls.resumed_from.as_ref(), Some(&full.session_id));
+        assert_eq!(c.tls.server_chain, full.tls.server_chain);
+        // The role the library did not report comes from the original (GnuTLS keeps only
+        // the peer's chain with a session: seen with Exim, tests/tests/capture_exim.rs).
+        assert_eq!(c.tls.client_chain, full.tls.client_chain);
     }
 
     #[test]
