@@ -584,6 +584,12 @@ pub struct Exim {
 
 impl Exim {
     pub fn start(pair: &NetnsPair, dir: PathBuf, ip: &str) -> Result<Exim> {
+        Exim::start_with(pair, dir, ip, &[])
+    }
+
+    /// [`Exim::start`] with `main` lines added to the main configuration section (e.g.
+    /// `tls_resumption_hosts = *`).
+    pub fn start_with(pair: &NetnsPair, dir: PathBuf, ip: &str, main: &[&str]) -> Result<Exim> {
         let root = exim_root();
         let bin = root.join("usr/sbin/exim4");
         if !bin.is_file() {
@@ -601,6 +607,11 @@ impl Exim {
             .replace("@DIR@", &dir.display().to_string())
             .replace("@IP@", ip)
             .replace("@EXIM_ROOT@", &root.display().to_string());
+        // The main section ends where the first `begin` section starts.
+        let Some(end) = conf.find("\nbegin ") else {
+            bail!("pcaps/mta/exim.conf has no `begin` section");
+        };
+        let conf = format!("{}\n{}{}", &conf[..end], main.join("\n"), &conf[end..]);
         run(Command::new("chown").args(["-R", "Debian-exim"]).arg(&dir))?;
         set_mode(&dir, 0o755)?;
         // Exim refuses a configuration not owned by root (or its own user) or writable by

@@ -475,3 +475,123 @@ fn exim_client_session_carries_the_chains_read_through_gnutls_and_openssl() {
         &[srv, cli],
     );
 }
+
+/// `openssl s_client -starttls smtp` from the client namespace to Exim, TLS 1.3, presenting
+/// `cli` (leaf + intermediates from `int`), EHLO `name`; `sess` is `-sess_out` for the first
+/// session and `-sess_in` for the resumption. It sends QUIT after a second (the ticket has
+/// arrived and is saved by then) and ends.
+fn s_client_to_exim(pair: &NetnsPair, name: &str, cli: &str, int: &Path, sess: [&str; 2]) {
+    let certs = certs_dir();
+    let p = |f: String| certs.join(f).to_str().unwrap().to_string();
+    let mut c = Killed(
+        pair.command(Side::Client, "openssl")
+            .args(["s_client", "-starttls", "smtp", "-name", name, "-tls1_3"])
+            .args(["-connect", &format!("{}:25", pair.server_ip)])
+            .args([
+                "-cert",
+                &p(format!("{cli}.crt")),
+                "-key",
+                &p(format!("{cli}.key")),
+            ])
+            .args(["-cert_chain", int.to_str().unwrap()])
+            .args(sess)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl s_client"),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let mut stdin = c.0.stdin.take().unwrap();
+    let _ = std::io::Write::write_all(&mut stdin, b"QUIT\r\n");
+    std::thread::sleep(Duration::from_millis(300));
+    drop(stdin);
+    mxcert_system_tests::mta::wait_child(&mut c.0, Duration::from_secs(10)).expect("s_client");
+    wait_quiet(pair, Side::Server).expect("session over");
+}
+
+/// A TLS 1.3 session resumed with Exim (GnuTLS, `tls_resumption_hosts = *` sends tickets):
+/// GnuTLS hands out the client chain it keeps with the session, OpenSSL (s_client) nothing for
+/// a resumed handshake; the record of the resumed session is marked resumed, names the full
+/// handshake and carries its chains on both sides. The tcpdump proves the resumption (the
+/// second ServerHello selects a pre_shared_key) so the test cannot pass without one.
+#[test]
+fn exim_resumed_session_carries_the_full_handshakes_chains() {
+    let Some((_serial, pair, work)) = setup("mxe2", 87, "capture-exim-resume") else {
+        return;
+    };
+    let server = pair.server_ip.to_string();
+    let cli = "cli_clientauth";
+    let int = work.join("cli-int.pem");
+    mxcert_system_tests::uprobe::intermediates(&certs_dir().join(format!("{cli}.chain.pem")), &int);
+    let sess = work.join("tls13.sess");
+    let sess = sess.to_str().unwrap();
+    let seen = capture(
+        &pair,
+        &work,
+        19602,
+        || {
+            Exim::start_with(
+                &pair,
+                work.join("exim"),
+                &server,
+                &["tls_resumption_hosts = *"],
+            )
+            .expect("exim")
+        },
+        &mut openssl_holder(),
+        2,
+        |_| {
+            s_client_to_exim(&pair, "full.client.example", cli, &int, ["-sess_out", sess]);
+            assert!(
+                Path::new(sess).is_file(),
+                "s_client saved the TLS 1.3 session"
+            );
+            s_client_to_exim(&pair, "again.client.example", cli, &int, ["-sess_in", sess]);
+        },
+    );
+    let conns: Vec<_> = connections(&seen.pcap)
+        .expect("read the tcpdump")
+        .into_iter()
+        .filter(|c| {
+            c.server
+                .is_some_and(|a| a.to_string() == format!("{server}:25"))
+        })
+        .collect();
+    assert_eq!(conns.len(), 2, "two connections in the tcpdump");
+    let psk: Vec<bool> = conns
+        .iter()
+        .map(|c| {
+            tls_direction(&c.to_client)
+                .expect("ServerHello")
+                .psk_selected
+        })
+        .collect();
+    assert_eq!(psk, [false, true], "full handshake, then a resumption");
+    let ours = sessions_between(&seen.recs, &pair.client_ip.to_string(), &server, 25);
+    let by_ehlo = |name: &str| {
+        ours.iter()
+            .find(|s| s["smtp"]["ehlo"] == name)
+            .unwrap_or_else(|| panic!("no record of {name}: {ours:#?}"))
+    };
+    let (full, again) = (
+        by_ehlo("full.client.example"),
+        by_ehlo("again.client.example"),
+    );
+    eprintln!("full: {}\nresumed: {}", full["tls"], again["tls"]);
+    let (srv, client) = (chain_hex("srv_exim"), chain_hex(cli));
+    assert_eq!(full["tls"]["chain_source"], "uprobe");
+    assert_eq!(full["tls"]["resumed"], false);
+    assert_eq!(strings(&full["tls"]["server_chain"]), srv);
+    assert_eq!(strings(&full["tls"]["client_chain"]), client);
+    let t = &again["tls"];
+    assert_eq!(t["version"], "TLS1.3");
+    assert_eq!(t["resumed"], true, "{t}");
+    assert_eq!(t["resumed_from"], full["session_id"], "{t}");
+    assert_eq!(strings(&t["server_chain"]), srv, "{t}");
+    assert_eq!(strings(&t["client_chain"]), client, "{t}");
+    assert!(
+        findings_of(&seen.recs, &again["session_id"], "tls.v13_uninspectable").is_empty(),
+        "a resumed session with its original seen is not uninspectable"
+    );
+}
