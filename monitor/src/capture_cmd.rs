@@ -327,9 +327,11 @@ fn run(args: CaptureArgs) -> Result<(), (u8, anyhow::Error)> {
         }
         match tls {
             Some((t, j, files)) => eprintln!(
-                "  tls library   {} chains read from the MTA's TLS library ({} joined to sessions, {} without a socket), {} certificates, {} library files probed, {} lost",
+                "  tls library   {} chains read from the MTA's TLS library ({} joined to session records, {} with no session on the wire, {} after their record was written, {} without a socket), {} certificates, {} library files probed, {} lost",
                 t.chains,
-                j.attached,
+                pipeline.stats.library_chains,
+                pipeline.stats.library_chains_unmatched,
+                pipeline.stats.library_chains_late,
                 j.unjoinable,
                 t.certs,
                 files,

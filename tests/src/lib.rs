@@ -11,6 +11,7 @@ pub mod ebpf;
 pub mod live;
 pub mod mta;
 pub mod netns;
+pub mod postfix_pair;
 pub mod records;
 pub mod tlswire;
 pub mod uprobe;

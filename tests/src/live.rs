@@ -70,7 +70,10 @@ impl Capture {
             }
             None => pair.command(Side::Server, &bin.display().to_string()),
         };
-        cmd.env("RUST_LOG", "info");
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("MXCERT_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        );
         cmd
     }
 

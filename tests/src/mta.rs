@@ -584,6 +584,12 @@ pub struct Exim {
 
 impl Exim {
     pub fn start(pair: &NetnsPair, dir: PathBuf, ip: &str) -> Result<Exim> {
+        Exim::start_with(pair, dir, ip, &[])
+    }
+
+    /// [`Exim::start`] with `main` lines added to the main configuration section (e.g.
+    /// `tls_resumption_hosts = *`).
+    pub fn start_with(pair: &NetnsPair, dir: PathBuf, ip: &str, main: &[&str]) -> Result<Exim> {
         let root = exim_root();
         let bin = root.join("usr/sbin/exim4");
         if !bin.is_file() {
@@ -601,6 +607,11 @@ impl Exim {
             .replace("@DIR@", &dir.display().to_string())
             .replace("@IP@", ip)
             .replace("@EXIM_ROOT@", &root.display().to_string());
+        // The main section ends where the first `begin` section starts.
+        let Some(end) = conf.find("\nbegin ") else {
+            bail!("pcaps/mta/exim.conf has no `begin` section");
+        };
+        let conf = format!("{}\n{}{}", &conf[..end], main.join("\n"), &conf[end..]);
         run(Command::new("chown").args(["-R", "Debian-exim"]).arg(&dir))?;
         set_mode(&dir, 0o755)?;
         // Exim refuses a configuration not owned by root (or its own user) or writable by
@@ -625,6 +636,17 @@ impl Exim {
         wait_listen(pair, Side::Server, ip, 25)?;
         Ok(exim)
     }
+
+    /// Waits (bounded) until Exim's mainlog shows `n` messages received (`<=` lines).
+    pub fn wait_received(&self, n: usize, limit: Duration) -> Result<()> {
+        let log = self.dir.join("log/mainlog");
+        wait_for(&format!("{n} message(s) received by Exim"), limit, || {
+            std::fs::read_to_string(&log)
+                .map(|l| l.lines().filter(|l| l.contains(" <= ")).count() >= n)
+                .unwrap_or(false)
+        })
+        .with_context(|| std::fs::read_to_string(&log).unwrap_or_default())
+    }
 }
 
 impl Drop for Exim {
@@ -641,5 +663,95 @@ impl Drop for Exim {
                 kill(pid, "KILL");
             }
         }
+    }
+}
+
+/// A private Exim 4 (GnuTLS) in the client namespace that sends all mail to one server over
+/// mandatory TLS through its smtp transport (manualroute), presenting a fixture chain
+/// (leaf + intermediate, `tls_certificate`) when the server asks for a client certificate.
+pub struct EximClient {
+    /// Its configuration file (`exim4 -C`).
+    pub conf: PathBuf,
+    ns: String,
+}
+
+impl EximClient {
+    /// Writes the configuration into `dir` (spool, log, copies of the `cli` chain and key):
+    /// delivery to `server` port 25.
+    pub fn new(pair: &NetnsPair, dir: &Path, server: &str, cli: &str) -> Result<EximClient> {
+        let certs = certs_dir();
+        for sub in ["spool", "log"] {
+            std::fs::create_dir_all(dir.join(sub))?;
+        }
+        for (from, to) in [
+            (format!("{cli}.chain.pem"), "cli.chain.pem"),
+            (format!("{cli}.key"), "cli.key"),
+            ("root-ca.crt".into(), "root-ca.crt"),
+        ] {
+            std::fs::copy(certs.join(&from), dir.join(to))
+                .with_context(|| format!("copying {from}"))?;
+        }
+        let d = dir.display();
+        let conf = format!(
+            "primary_hostname = client.test.example
+exim_path = {root}/usr/sbin/exim4
+keep_environment =
+spool_directory = {d}/spool
+log_file_path = {d}/log/%slog
+exim_user = Debian-exim
+exim_group = Debian-exim
+never_users = root
+host_lookup =
+rfc1413_hosts =
+begin routers
+to_server:
+  driver = manualroute
+  route_list = * {server}
+  transport = remote_smtp
+begin transports
+remote_smtp:
+  driver = smtp
+  port = 25
+  hosts_require_tls = *
+  tls_certificate = {d}/cli.chain.pem
+  tls_privatekey = {d}/cli.key
+  tls_verify_certificates = {d}/root-ca.crt
+begin retry
+* * F,1h,10m
+",
+            root = exim_root().display(),
+        );
+        run(Command::new("chown").args(["-R", "Debian-exim"]).arg(dir))?;
+        set_mode(dir, 0o755)?;
+        // Exim refuses a configuration writable by others or not owned by root: written after
+        // the chown, as root, mode 644.
+        let file = dir.join("exim.conf");
+        std::fs::write(&file, conf)?;
+        set_mode(&file, 0o644)?;
+        Ok(EximClient {
+            conf: file,
+            ns: pair.client_ns.clone(),
+        })
+    }
+
+    /// Delivers `message` from sender@client.example to `to` in the foreground (`-odf`: when
+    /// the process exits, the message was sent or failed), which must succeed (bounded).
+    pub fn send(&self, to: &str, message: &[u8]) -> Result<()> {
+        use std::io::Write as _;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(exim_root().join("usr/sbin/exim4"))
+            .arg("-C")
+            .arg(&self.conf)
+            .args(["-odf", "-f", "sender@client.example", to])
+            .stdin(Stdio::piped())
+            .spawn()
+            .context("running exim4")?;
+        child.stdin.take().context("stdin")?.write_all(message)?;
+        let st = wait_child(&mut child, Duration::from_secs(30))?;
+        if !st.success() {
+            bail!("exim delivery to {to} failed: {st}");
+        }
+        Ok(())
     }
 }

@@ -36,6 +36,9 @@ pub struct TlsDirection {
     /// The version a ServerHello selected (supported_versions extension, RFC 8446 §4.2.1;
     /// else its legacy_version), when this direction carried one.
     pub selected_version: Option<u16>,
+    /// The ServerHello carried pre_shared_key (type 41): the server accepted a PSK, i.e. a
+    /// TLS 1.3 resumption (RFC 8446 §4.2.11).
+    pub psk_selected: bool,
 }
 
 /// The TCP connections of a classic pcap, keyed by (client, server) in order of their SYN.
@@ -170,32 +173,62 @@ pub fn tls_direction(bytes: &[u8]) -> Option<TlsDirection> {
         let body = &handshake[j + 4..(j + 4 + len).min(handshake.len())];
         d.clear_handshakes.push(t);
         if t == 2 {
-            d.selected_version = server_hello_version(body);
+            let exts = server_hello_extensions(body);
+            d.selected_version = exts.as_ref().map(|(legacy, e)| {
+                e.iter()
+                    .find(|(t, v)| *t == 43 && v.len() == 2)
+                    .map_or(*legacy, |(_, v)| u16::from_be_bytes([v[0], v[1]]))
+            });
+            d.psk_selected = exts.is_some_and(|(_, e)| e.iter().any(|(t, _)| *t == 41));
         }
         j += 4 + len;
     }
     Some(d)
 }
 
-/// legacy_version, random, session id, cipher suite, compression, extensions (RFC 8446 §4.1.3).
-fn server_hello_version(b: &[u8]) -> Option<u16> {
+/// An extension: type and data.
+type Extension<'a> = (u16, &'a [u8]);
+
+/// A ServerHello's legacy_version and extensions: legacy_version, random, session id, cipher
+/// suite, compression, extensions (RFC 8446 §4.1.3).
+fn server_hello_extensions(b: &[u8]) -> Option<(u16, Vec<Extension<'_>>)> {
     let legacy = u16::from_be_bytes([*b.first()?, *b.get(1)?]);
     let sid = usize::from(*b.get(34)?);
     let mut i = 35 + sid + 3;
     let ext_end = i + 2 + usize::from(u16::from_be_bytes([*b.get(i)?, *b.get(i + 1)?]));
+    let ext_end = ext_end.min(b.len());
     i += 2;
-    while i + 4 <= ext_end.min(b.len()) {
+    let mut exts = Vec::new();
+    while i + 4 <= ext_end {
         let t = u16::from_be_bytes([b[i], b[i + 1]]);
         let len = usize::from(u16::from_be_bytes([b[i + 2], b[i + 3]]));
-        if t == 43 && len == 2 {
-            return Some(u16::from_be_bytes([*b.get(i + 4)?, *b.get(i + 5)?]));
-        }
+        exts.push((t, b.get(i + 4..(i + 4 + len).min(ext_end))?));
         i += 4 + len;
     }
-    Some(legacy)
+    Some((legacy, exts))
 }
 
 /// Whether `needle` occurs in `hay`.
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// pcaps/resumed_tls13: a full TLS 1.3 handshake, then one resuming it with a PSK.
+    #[test]
+    fn the_fixture_resumption_is_told_from_its_full_handshake() {
+        let pcap = crate::repo_root().join("pcaps/resumed_tls13.pcap");
+        let conns = connections(&pcap).unwrap();
+        assert_eq!(conns.len(), 2, "{conns:?}");
+        let servers: Vec<TlsDirection> = conns
+            .iter()
+            .map(|c| tls_direction(&c.to_client).expect("STARTTLS"))
+            .collect();
+        assert!(servers.iter().all(|d| d.selected_version == Some(0x0304)));
+        assert!(!servers[0].psk_selected, "{:?}", servers[0]);
+        assert!(servers[1].psk_selected, "{:?}", servers[1]);
+    }
 }

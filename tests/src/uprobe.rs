@@ -169,13 +169,17 @@ pub fn intermediates(chain_pem: &Path, out: &Path) {
     write_intermediates(chain_pem, out).expect("intermediates of a fixture chain");
 }
 
-/// `openssl crl2pkcs7` loading the system CA bundle (~140 certificates) until stopped, at most
-/// 50 runs and 30 s; returns the number of runs.
+/// `openssl crl2pkcs7` loading the system CA bundle (~140 certificates) until stopped, one run
+/// every ~100 ms (a run takes ~30 ms: unpaced, the bound was reached before an MTA's first
+/// session), at most 300 runs and 30 s; returns the number of runs.
 pub fn ca_bundle_noise(stop: Arc<AtomicBool>) -> JoinHandle<u32> {
     std::thread::spawn(move || {
         let start = Instant::now();
         let mut runs = 0;
-        while !stop.load(Ordering::Relaxed) && runs < 50 && start.elapsed().as_secs() < 30 {
+        while !stop.load(Ordering::Relaxed) && runs < 300 && start.elapsed().as_secs() < 30 {
+            if runs > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
             let st = Command::new("openssl")
                 .args(["crl2pkcs7", "-nocrl", "-certfile"])
                 .arg("/etc/ssl/certs/ca-certificates.crt")

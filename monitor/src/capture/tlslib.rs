@@ -99,6 +99,9 @@ pub const ADOPT_WAIT: Duration = Duration::from_secs(2);
 /// Most processes waiting for adoption at once; beyond, they are left to the periodic
 /// [`TlsProbes::refresh`] and counted in [`TlsCounters::table_full`].
 pub const MAX_ADOPTING: usize = 4096;
+/// Least time between two /proc scans for processes forked by one that ended before it was
+/// adopted (see [`Rescan`]).
+pub const RESCAN_GAP: Duration = Duration::from_secs(1);
 
 /// The chain a process received from its peer on one connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,6 +222,7 @@ pub struct TlsProbes {
     /// Processes that just exec'd, waiting for their libssl mapping, with the deadline
     /// (monotonic ns).
     adopting: Vec<(u32, u64)>,
+    rescan: Rescan,
     program_ids: Vec<u32>,
     counters: TlsCounters,
     object: BpfObject,
@@ -340,6 +344,7 @@ impl TlsProbes {
             reports,
             gnutls: gnutls::Gnutls::default(),
             adopting: Vec::new(),
+            rescan: Rescan::default(),
             program_ids,
             counters: TlsCounters::default(),
             object: shared,
@@ -464,7 +469,15 @@ impl TlsProbes {
             if self.attached.contains(&(meta.dev(), meta.ino())) {
                 continue;
             }
-            match self.attach_file(&full, (meta.dev(), meta.ino()), kind) {
+            // Attached through this process's own descriptor: the process behind
+            // /proc/PID/root may exit during the attach (a short-lived one does), which left
+            // the file attached without the optional end-of-handshake probes (their failure
+            // reads as "not exported").
+            let Ok(file) = std::fs::File::open(&full) else {
+                continue;
+            };
+            let via = format!("/proc/self/fd/{}", file.as_raw_fd());
+            match self.attach_file(&via, (meta.dev(), meta.ino()), kind) {
                 Ok(()) => {
                     self.attached.insert((meta.dev(), meta.ino()));
                     newly += 1;
@@ -559,6 +572,12 @@ impl TlsProbes {
             let now = monotonic_ns();
             if !self.adopting.is_empty() {
                 self.adopt_new(now);
+            }
+            if self.rescan.take(now) {
+                // A failure here is the periodic scan's to report (the daemon logs it).
+                if let Err(e) = self.refresh() {
+                    tracing::debug!(error = %e, "TLS library: /proc scan after an early exit");
+                }
             }
             let n = self.flush(now, f);
             let left = timeout.saturating_sub(start.elapsed());
@@ -664,6 +683,9 @@ impl TlsProbes {
             }
             EV_EXIT => {
                 self.counters.exits += 1;
+                if self.adopting.iter().any(|a| a.0 == ev.tgid) {
+                    self.rescan.ended_unadopted();
+                }
                 self.forget(ev.tgid);
             }
             _ => self.counters.bad_records += 1,
@@ -686,7 +708,8 @@ impl TlsProbes {
             let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
             if ready_for_adoption(&parse_maps(&maps)) || now >= deadline {
                 let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
-                    continue; // gone already
+                    self.rescan.ended_unadopted();
+                    continue;
                 };
                 let comm = comm.trim_end_matches('\n').to_string();
                 if self.allow.contains(&comm) {
@@ -831,6 +854,36 @@ fn links_to_make(
         .into_iter()
         .filter(|&(prog, symbol, _)| !links.contains(&(dev, ino, prog, symbol)))
         .collect()
+}
+
+/// A process that exec'd and ended before it was adopted may have forked the one that lives
+/// on: a daemon starting in the background (`exim -bd` forks, its parent exits; measured with
+/// Exim 4.96 started after mxcert: libgnutls stayed unattached until the 30 s rescan). A fork
+/// is no exec, so no record tells of the child (same name, same libraries): a /proc scan finds
+/// it, at most once per [`RESCAN_GAP`] (a host running short allow-listed programs in a loop
+/// would otherwise scan /proc on every poll).
+#[derive(Debug, Default)]
+struct Rescan {
+    due: bool,
+    /// When the last one ran (monotonic ns).
+    last_ns: Option<u64>,
+}
+
+impl Rescan {
+    fn ended_unadopted(&mut self) {
+        self.due = true;
+    }
+
+    /// Whether to scan now (`now`: monotonic ns); a scan not run yet stays due.
+    fn take(&mut self, now: u64) -> bool {
+        let gap = RESCAN_GAP.as_nanos() as u64;
+        if !self.due || self.last_ns.is_some_and(|l| now.saturating_sub(l) < gap) {
+            return false;
+        }
+        self.due = false;
+        self.last_ns = Some(now);
+        true
+    }
 }
 
 fn comm_of_proc(procs: &HashMap<u32, Proc>, tgid: u32) -> String {
@@ -1054,6 +1107,20 @@ fn failed(reason: String) -> LiveError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_ended_before_adoption_asks_for_one_scan_per_gap() {
+        let mut r = Rescan::default();
+        assert!(!r.take(5), "nothing ended: no scan");
+        r.ended_unadopted();
+        assert!(r.take(10), "the first scan runs at once");
+        assert!(!r.take(11), "done: not again");
+        r.ended_unadopted();
+        let gap = RESCAN_GAP.as_nanos() as u64;
+        assert!(!r.take(10 + gap - 1), "within the gap: waits");
+        assert!(r.take(10 + gap), "still due after the gap");
+        assert!(!r.take(10 + 3 * gap));
+    }
 
     #[test]
     fn maps_lines_give_libssl_text_and_both_files() {

@@ -137,6 +137,7 @@ impl Library {
                 continue;
             };
             self.joined.attached += 1;
+            let before = pipeline.stats.library_chains;
             pipeline.attach_chain(
                 &LibraryChain {
                     receiver,
@@ -146,6 +147,15 @@ impl Library {
                 },
                 sink,
             )?;
+            tracing::debug!(
+                comm = %c.comm,
+                pid = c.tgid,
+                %receiver,
+                %sender,
+                certificates = c.ders.len(),
+                joined = pipeline.stats.library_chains > before,
+                "TLS library: chain"
+            );
         }
         Ok(())
     }

@@ -270,9 +270,48 @@ pub fn render(s: &Snapshot<'_>) -> String {
         ("smtp_line", st.smtp_long_lines),
         ("known_certs", st.known_certs_resets),
         ("flow_events", st.flow_events_dropped),
+        ("held_records", st.held_records_overflow),
+        ("resumption_cache", st.resumption_cache_resets),
     ] {
         o.sample("bound_hits_total", &[("bound", k)], v);
     }
+    o.family(
+        "library_chains_total",
+        "counter",
+        "Chains from the TLS library offered to the session records, by result: joined, \
+         no_session (no TCP connection on the wire with that 4-tuple), late (its record was \
+         written already; raise library_wait).",
+    );
+    for (k, v) in [
+        ("joined", st.library_chains),
+        ("no_session", st.library_chains_unmatched),
+        ("late", st.library_chains_late),
+    ] {
+        o.sample("library_chains_total", &[("result", k)], v);
+    }
+    o.family(
+        "resumed_sessions_total",
+        "counter",
+        "Resumed TLS sessions, by whether the full handshake they resumed was seen (its chains \
+         carried) or not.",
+    );
+    o.sample(
+        "resumed_sessions_total",
+        &[("original", "seen")],
+        st.resumed_carried,
+    );
+    o.sample(
+        "resumed_sessions_total",
+        &[("original", "not_seen")],
+        st.resumed_without_original,
+    );
+    o.one(
+        "held_records",
+        "gauge",
+        "TLS 1.3 session records waiting (at most library_wait) for chains from the TLS library.",
+        &[],
+        p.held_records() as u64,
+    );
     o.family(
         "parse_events_total",
         "counter",

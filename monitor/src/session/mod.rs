@@ -839,18 +839,37 @@ impl Pipeline {
         };
         let t = &mut rec.tls;
         if t.resumed {
-            if t.chain_source.is_some() {
-                return;
-            }
             let Some(o) = self.resumption.get(&key) else {
-                self.stats.resumed_without_original += 1;
+                if t.chain_source.is_none() {
+                    self.stats.resumed_without_original += 1;
+                }
                 return;
             };
-            t.server_chain.clone_from(&o.server_chain);
-            t.client_chain.clone_from(&o.client_chain);
-            t.chain_source = Some("resumed");
+            // Which handshake was resumed is worth saying even when the library reported the
+            // resumed session's chains itself (a library that keeps them with the session).
             t.resumed_from = Some(o.session_id.clone());
-            self.stats.resumed_carried += 1;
+            // No certificate is sent in a resumed handshake (RFC 8446 §2.2, RFC 5246 §7.3):
+            // the session stays bound to the original's. A role the library did not report
+            // takes the original's chain: GnuTLS keeps only the peer's chain with the
+            // session, so an Exim server reports the client's chain and nothing on the other
+            // side reports the server's.
+            let mut carried = false;
+            for (mine, theirs) in [
+                (&mut t.server_chain, &o.server_chain),
+                (&mut t.client_chain, &o.client_chain),
+            ] {
+                if mine.is_empty() && !theirs.is_empty() {
+                    mine.clone_from(theirs);
+                    carried = true;
+                }
+            }
+            if t.chain_source.is_none() {
+                t.chain_source = Some("resumed");
+                carried = true;
+            }
+            if carried {
+                self.stats.resumed_carried += 1;
+            }
         } else if t.chain_source.is_some() && rec.outcome == Outcome::Established {
             // Only a completed handshake leaves a session to resume.
             if self.resumption.len() >= MAX_RESUMPTION_ENTRIES
@@ -1008,20 +1027,26 @@ impl Pipeline {
 /// whether the client presented a certificate, and — as a client sends Certificate only when
 /// asked (RFC 8446 §4.4.2) — that one was requested when it did. A role the library said
 /// nothing about stays unknown.
+///
+/// A resumed handshake sends no certificate by design (RFC 8446 §2.2: the PSK stands for the
+/// original handshake's authentication), so there an empty report says nothing about either
+/// side: it neither marks the client as having declined nor keeps the original's chains out.
 fn join_library(rec: &mut SessionRecord, lib: &LibChains) {
     if rec.tls.chain_source.is_some() || lib.iter().all(Option::is_none) {
         return;
     }
     let t = &mut rec.tls;
-    if let Some(s) = &lib[SERVER] {
-        t.server_chain.clone_from(s);
+    let resumed = t.resumed;
+    let said = |c: &Option<Vec<Fingerprint>>| c.clone().filter(|c| !(resumed && c.is_empty()));
+    if let Some(s) = said(&lib[SERVER]) {
+        t.server_chain = s;
     }
-    if let Some(c) = &lib[CLIENT] {
-        t.client_chain.clone_from(c);
+    if let Some(c) = said(&lib[CLIENT]) {
         t.client_cert_presented = Some(!c.is_empty());
         if !c.is_empty() {
             t.cert_requested = Some(true);
         }
+        t.client_chain = c;
     }
     // Any library report counts, an empty one too: the library saw this handshake (e.g. an
     // inbound client that sent no certificate; our own server chain is never read there). A
@@ -1774,13 +1799,17 @@ mod tests {
             .unwrap();
         p.attach_chain(&chain(40000, false, &client), &mut sink)
             .unwrap();
-        // The library finished the resumed handshake and saw no certificate on either side.
+        // The library finished the resumed handshake and saw no certificate on either side
+        // (none is sent by design): both roles reported, released at once.
         tls13_resumed(&mut p, &mut sink, 40001, 2 * SEC);
         assert_eq!(p.held_records(), 1);
         p.attach_chain(&chain(40001, true, &[]), &mut sink).unwrap();
         p.attach_chain(&chain(40001, false, &[]), &mut sink)
             .unwrap();
-        // Nothing from the library: after the wait, the original's chains all the same.
+        assert_eq!(p.held_records(), 0);
+        // Nothing from the library (OpenSSL hands out nothing for a resumed handshake, as
+        // Postfix shows in tests/tests/capture_postfix.rs): after the wait, the original's
+        // chains all the same.
         tls13_resumed(&mut p, &mut sink, 40002, 3 * SEC);
         p.tick(6 * SEC, &mut sink).unwrap();
         // A library that does report the resumed session's chain: that is what counts.
@@ -1792,16 +1821,25 @@ mod tests {
             panic!("{:?}", sink.sessions);
         };
         assert_eq!(full.tls.chain_source, Some("uprobe"));
+        assert_eq!(full.tls.client_cert_presented, Some(true));
         for r in [a, b] {
             assert!(r.tls.resumed);
             assert_eq!(r.tls.chain_source, Some("resumed"));
             assert_eq!(r.tls.resumed_from.as_ref(), Some(&full.session_id));
             assert_eq!(r.tls.server_chain, full.tls.server_chain);
             assert_eq!(r.tls.client_chain, full.tls.client_chain);
+            // Nothing was sent in this handshake, so nothing was declined either: an empty
+            // report is no "false" next to the original's client chain.
+            assert_eq!(r.tls.client_cert_presented, None, "{:?}", r.tls);
+            assert_eq!(r.tls.cert_requested, None);
         }
         assert!(c.tls.resumed);
         assert_eq!(c.tls.chain_source, Some("uprobe"));
-        assert_eq!(c.tls.resumed_from, None);
+        assert_eq!(c.tls.resumed_from.as_ref(), Some(&full.session_id));
+        assert_eq!(c.tls.server_chain, full.tls.server_chain);
+        // The role the library did not report comes from the original (GnuTLS keeps only
+        // the peer's chain with a session: seen with Exim, tests/tests/capture_exim.rs).
+        assert_eq!(c.tls.client_chain, full.tls.client_chain);
     }
 
     #[test]
