@@ -11,8 +11,10 @@
 //!   the pcap backend the TC program is not loaded and its 8 MiB ring not allocated.
 //! - A server in a "container" (its own mount namespace with private copies of libssl and
 //!   libcrypto over the system paths): its chain is read in those files.
+//! - The host's shared TLS libraries are probed from the start: a handshake made right
+//!   after the processes' exec is read.
 //!
-//! Addresses 198.18.55-58.x, namespaces `mxd*`, ports 19450-19499 (this helper's range).
+//! Addresses 198.18.55-59.x, namespaces `mxd*`, ports 19450-19499 (this helper's range).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -481,5 +483,38 @@ fn a_server_with_private_libraries_in_its_own_mount_namespace_is_read() {
     assert_eq!(strings(&s["tls"]["client_chain"]), chain_hex(CLIENT_CHAIN));
     // Read by s_client in the host's files.
     assert_eq!(strings(&s["tls"]["server_chain"]), chain_hex(SERVER_CHAIN));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The host's shared TLS libraries are probed from the start (found through `ldconfig -p`),
+/// so the first handshake of processes that exec right then is read: here s_server and
+/// s_client shake hands as soon as they run, without waiting for mxcert to adopt them (which
+/// takes ~0.2 s after an exec and would miss this session's chains).
+#[test]
+fn first_handshake_right_after_exec_is_read_with_system_libraries_probed_from_the_start() {
+    if !require_ebpf("first_handshake_right_after_exec_is_read") {
+        return;
+    }
+    let pair = NetnsPair::create("mxd4", 59).expect("namespaces");
+    let dir = workdir("tlslib-first");
+    let (out, log) = (dir.join("out.jsonl"), dir.join("mxcert.log"));
+    let cap = auto_capture(&pair, &out, &log, METRICS + 2);
+    let text = cap.log_text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("probed from the start"))
+        .unwrap_or_else(|| panic!("the system libraries attached at start:\n{text}"));
+    for lib in system_libraries(&["libssl.so.3", "libcrypto.so.3"]) {
+        assert!(line.contains(lib.to_str().unwrap()), "{lib:?} in {line}");
+    }
+    tls13_session(&pair, &dir, openssl(&pair), &|_| {});
+    std::thread::sleep(Duration::from_millis(500));
+    let st = cap.stop("TERM").expect("stop");
+    assert!(st.success(), "exit status {st:?}");
+    let recs = records(&out);
+    let s = our_session(&recs, &pair);
+    assert_eq!(s["tls"]["chain_source"], "uprobe", "{s}");
+    assert_eq!(strings(&s["tls"]["server_chain"]), chain_hex(SERVER_CHAIN));
+    assert_eq!(strings(&s["tls"]["client_chain"]), chain_hex(CLIENT_CHAIN));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -367,6 +367,43 @@ impl TlsProbes {
         std::mem::take(&mut self.reports)
     }
 
+    /// Attaches to the host's shared TLS libraries as the dynamic linker resolves them
+    /// (`ldconfig -p`: libssl, libcrypto, libgnutls of this machine's ABI), before any MTA
+    /// process maps them. Otherwise a file is attached when the first allow-listed process
+    /// mapping it is adopted, ~0.2 s after its exec: a handshake done sooner (an MTA's first
+    /// smtp/smtpd after a start, whose long-lived processes do not map libssl) is missed.
+    /// The probes filter by process name in the kernel, so other programs using these files
+    /// pay the uprobe trap and that check (see `cargo xtask bench tls-library`), as they do
+    /// once any MTA process maps them. Returns the paths newly attached; a failure is logged
+    /// and leaves adoption as it was.
+    pub fn attach_system_libraries(&mut self) -> Vec<String> {
+        let out = ["/sbin/ldconfig", "/usr/sbin/ldconfig", "ldconfig"]
+            .iter()
+            .find_map(|b| std::process::Command::new(b).arg("-p").output().ok());
+        let Some(out) = out.filter(|o| o.status.success()) else {
+            tracing::debug!("TLS library: no ldconfig -p; libraries attached as MTAs map them");
+            return Vec::new();
+        };
+        let mut newly = Vec::new();
+        for (kind, path) in ldconfig_tls_libraries(&String::from_utf8_lossy(&out.stdout)) {
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let id = (meta.dev(), meta.ino());
+            if self.attached.contains(&id) {
+                continue;
+            }
+            match self.attach_file(&path, id, kind) {
+                Ok(()) => {
+                    self.attached.insert(id);
+                    newly.push(path);
+                }
+                Err(e) => tracing::warn!(%path, error = %e, "TLS library: cannot probe"),
+            }
+        }
+        newly
+    }
+
     /// Scans /proc for allow-listed processes, attaches to the libssl/libcrypto/libgnutls files
     /// they map
     /// (each file once) and forgets processes that are gone. Returns how many files were newly
@@ -978,6 +1015,49 @@ struct LibMap {
     path: String,
 }
 
+/// The TLS library files of an `ldconfig -p` listing ("\tlibssl.so.3 (libc6,x86-64) =>
+/// /lib/x86_64-linux-gnu/libssl.so.3"), for this machine's ABI only (a 32-bit copy is
+/// listed as "(libc6)" and never mapped by a 64-bit MTA), each file once by its canonical path
+/// (/lib and /usr/lib name one file on merged-/usr systems; the unversioned libssl.so of the
+/// -dev package is a link to the same file).
+fn ldconfig_tls_libraries(listing: &str) -> Vec<(LibKind, String)> {
+    #[cfg(target_arch = "x86_64")]
+    const ABI: Option<&str> = Some("x86-64");
+    #[cfg(target_arch = "aarch64")]
+    const ABI: Option<&str> = Some("AArch64");
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    const ABI: Option<&str> = None;
+    let mut out: Vec<(LibKind, String)> = Vec::new();
+    for line in listing.lines() {
+        let Some((left, path)) = line.split_once(" => ") else {
+            continue;
+        };
+        let mut f = left.split_whitespace();
+        let (Some(name), Some(tags)) = (f.next(), f.next()) else {
+            continue;
+        };
+        if ABI.is_some_and(|abi| !tags.contains(abi)) {
+            continue;
+        }
+        let kind = if name.starts_with("libssl.so") {
+            LibKind::Ssl
+        } else if name.starts_with("libcrypto.so") {
+            LibKind::Crypto
+        } else if name.starts_with("libgnutls.so") {
+            LibKind::Gnutls
+        } else {
+            continue;
+        };
+        let path = std::fs::canonicalize(path.trim())
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| path.trim().to_string());
+        if !out.iter().any(|(_, p)| *p == path) {
+            out.push((kind, path));
+        }
+    }
+    out
+}
+
 /// The libssl/libcrypto/libgnutls mappings of a `/proc/PID/maps` text (proc(5)): any file
 /// named `libssl.so*` / `libcrypto.so*` / `libgnutls.so*`, shared or a private copy.
 fn parse_maps(maps: &str) -> Vec<LibMap> {
@@ -1120,6 +1200,34 @@ mod tests {
         assert!(!r.take(10 + gap - 1), "within the gap: waits");
         assert!(r.take(10 + gap), "still due after the gap");
         assert!(!r.take(10 + 3 * gap));
+    }
+
+    #[test]
+    fn ldconfig_listing_gives_this_abis_tls_libraries_once() {
+        let listing = "1234 libs found in cache `/etc/ld.so.cache'
+\tlibssl.so.3 (libc6,x86-64) => /nonexistent/x86_64-linux-gnu/libssl.so.3
+\tlibssl.so.3 (libc6) => /nonexistent/i386-linux-gnu/libssl.so.3
+\tlibssl.so.3 (libc6,AArch64) => /nonexistent/aarch64-linux-gnu/libssl.so.3
+\tlibssl.so (libc6,x86-64) => /nonexistent/x86_64-linux-gnu/libssl.so.3
+\tlibsqlite3.so.0 (libc6,x86-64) => /nonexistent/libsqlite3.so.0
+\tlibgnutls.so.30 (libc6,x86-64) => /nonexistent/libgnutls.so.30
+\tlibcrypto.so.3 (libc6,x86-64) => /nonexistent/libcrypto.so.3
+Cache generated by: ldconfig (GNU libc) stable release version 2.36
+";
+        let libs = ldconfig_tls_libraries(listing);
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(
+            libs,
+            [
+                (
+                    LibKind::Ssl,
+                    "/nonexistent/x86_64-linux-gnu/libssl.so.3".to_string()
+                ),
+                (LibKind::Gnutls, "/nonexistent/libgnutls.so.30".to_string()),
+                (LibKind::Crypto, "/nonexistent/libcrypto.so.3".to_string()),
+            ]
+        );
+        assert!(libs.iter().all(|(_, p)| !p.contains("sqlite")));
     }
 
     #[test]

@@ -48,6 +48,13 @@ pub struct Library {
 pub fn open(object: Option<&BpfObject>, comms: &[String], caps: Option<CapSet>) -> Option<Library> {
     match try_open(object, comms, caps) {
         Ok(mut lib) => {
+            let system = lib.probes.attach_system_libraries();
+            if !system.is_empty() {
+                tracing::info!(
+                    files = %system.join(", "),
+                    "TLS library: the host's shared TLS libraries probed from the start"
+                );
+            }
             if let Err(e) = lib.probes.refresh() {
                 tracing::warn!(error = %e, "TLS library: cannot scan /proc for MTA processes; new ones are still followed");
             }
