@@ -1015,6 +1015,18 @@ struct LibMap {
     path: String,
 }
 
+/// Which TLS library a file name is: `libssl.so*`, `libcrypto.so*`, `libgnutls.so*` (not
+/// NSS's libssl3.so, not libgnutlsxx or libgnutls-openssl).
+fn lib_kind(name: &str) -> Option<LibKind> {
+    [
+        ("libssl.so", LibKind::Ssl),
+        ("libcrypto.so", LibKind::Crypto),
+        ("libgnutls.so", LibKind::Gnutls),
+    ]
+    .into_iter()
+    .find_map(|(prefix, kind)| name.starts_with(prefix).then_some(kind))
+}
+
 /// The TLS library files of an `ldconfig -p` listing ("\tlibssl.so.3 (libc6,x86-64) =>
 /// /lib/x86_64-linux-gnu/libssl.so.3"), for this machine's ABI only (a 32-bit copy is
 /// listed as "(libc6)" and never mapped by a 64-bit MTA), each file once by its canonical path
@@ -1039,13 +1051,7 @@ fn ldconfig_tls_libraries(listing: &str) -> Vec<(LibKind, String)> {
         if ABI.is_some_and(|abi| !tags.contains(abi)) {
             continue;
         }
-        let kind = if name.starts_with("libssl.so") {
-            LibKind::Ssl
-        } else if name.starts_with("libcrypto.so") {
-            LibKind::Crypto
-        } else if name.starts_with("libgnutls.so") {
-            LibKind::Gnutls
-        } else {
+        let Some(kind) = lib_kind(name) else {
             continue;
         };
         let path = std::fs::canonicalize(path.trim())
@@ -1070,13 +1076,7 @@ fn parse_maps(maps: &str) -> Vec<LibMap> {
             continue;
         };
         let name = path.rsplit('/').next().unwrap_or(path);
-        let kind = if name.starts_with("libssl.so") {
-            LibKind::Ssl
-        } else if name.starts_with("libcrypto.so") {
-            LibKind::Crypto
-        } else if name.starts_with("libgnutls.so") {
-            LibKind::Gnutls
-        } else {
+        let Some(kind) = lib_kind(name) else {
             continue;
         };
         let Some((s, e)) = range.split_once('-') else {
