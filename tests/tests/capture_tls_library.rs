@@ -438,10 +438,11 @@ fn a_server_with_private_libraries_in_its_own_mount_namespace_is_read() {
         .expect("metrics");
         let n = live::metric(&t, "mxcert_tls_library_attached_files").unwrap_or(0);
         assert!(n >= at_least, "{what}: {n} files attached");
+        n
     };
-    // The host's libssl and libcrypto first, through a host process of the allow-listed name
-    // (openssl processes of other tests may come and go): then the private copies can only
-    // be counted as files 3 and 4.
+    // The host's libssl and libcrypto first (attached at start as the system's libraries, or
+    // through a host process of the allow-listed name): then the private copies are the next
+    // two files, whatever other tests' openssl processes do.
     let _host = Killed(
         std::process::Command::new("openssl")
             .args(["dgst", "-sha256"])
@@ -450,7 +451,7 @@ fn a_server_with_private_libraries_in_its_own_mount_namespace_is_read() {
             .spawn()
             .expect("openssl dgst"),
     );
-    attached(2, "the host's libraries");
+    let host = attached(2, "the host's libraries");
     tls13_session(&pair, &dir, container, &|pid| {
         // Not vacuous: the server's libssl/libcrypto are other files than the host's.
         for lib in &libs {
@@ -466,7 +467,7 @@ fn a_server_with_private_libraries_in_its_own_mount_namespace_is_read() {
             libs.iter().all(|l| maps.contains(l.to_str().unwrap())),
             "the server maps the libraries by their system paths"
         );
-        attached(4, "the private copies after the server's exec");
+        attached(host + 2, "the private copies after the server's exec");
     });
     // Both chains joined (or the wait timed out: the record below says which is missing).
     live::scrape_when(&pair, metrics, |t| {
