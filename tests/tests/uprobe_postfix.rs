@@ -204,7 +204,11 @@ fn poll_for(probes: &mut TlsProbes, all: &mut Vec<PeerChain>, d: Duration) {
     let start = Instant::now();
     while start.elapsed() < d {
         probes
-            .poll(Duration::from_millis(20), &mut |c| all.push(c))
+            .poll(Duration::from_millis(20), &mut |c| {
+                if !c.sent {
+                    all.push(c)
+                }
+            })
             .expect("poll");
     }
 }

@@ -52,12 +52,13 @@ use aya::programs::{RawTracePoint, UProbe};
 use aya::Ebpf;
 use mxcert_ebpf::tls::{
     comm_key, counter, SockEndpoints, TlsEvent, AF_INET, COMM_LEN, EVENT_LEN, EV_BIO_FD, EV_CERT,
-    EV_EXEC, EV_EXIT, EV_GNUTLS_CERT, EV_GNUTLS_DEINIT, EV_GNUTLS_TRANSPORT, EV_PEER, EV_SET_BIO,
-    EV_SOCK, MAP_COMMS, MAP_COUNTERS, MAP_EVENTS, MAX_CERT, MAX_COMMS, PEER_CERT_FUNCTIONS,
-    PROGS_SOCK_IO, PROG_BIO_INT_CTRL, PROG_D2I_X509, PROG_GNUTLS_DEINIT, PROG_GNUTLS_PEERS,
-    PROG_GNUTLS_PEERS_RET, PROG_GNUTLS_TRANSPORT, PROG_GNUTLS_TRANSPORT_INT, PROG_PEER_CERT_ENTER,
-    PROG_PEER_CERT_RET, PROG_SCHED_EXEC, PROG_SCHED_EXIT, PROG_SSL_ENTER, PROG_SSL_SET_BIO,
-    SOCK_LEN, SSL_ENTRY_POINTS,
+    EV_EXEC, EV_EXIT, EV_GNUTLS_CERT, EV_GNUTLS_DEINIT, EV_GNUTLS_OURS, EV_GNUTLS_TRANSPORT,
+    EV_OWN_CERT, EV_PEER, EV_SET_BIO, EV_SOCK, MAP_COMMS, MAP_COUNTERS, MAP_EVENTS, MAX_CERT,
+    MAX_COMMS, PEER_CERT_FUNCTIONS, PROGS_SOCK_IO, PROG_BIO_INT_CTRL, PROG_D2I_X509,
+    PROG_GNUTLS_DEINIT, PROG_GNUTLS_OURS, PROG_GNUTLS_OURS_RET, PROG_GNUTLS_PEERS,
+    PROG_GNUTLS_PEERS_RET, PROG_GNUTLS_TRANSPORT, PROG_GNUTLS_TRANSPORT_INT, PROG_I2D_X509,
+    PROG_I2D_X509_RET, PROG_PEER_CERT_ENTER, PROG_PEER_CERT_RET, PROG_SCHED_EXEC, PROG_SCHED_EXIT,
+    PROG_SSL_ENTER, PROG_SSL_SET_BIO, SOCK_LEN, SSL_ENTRY_POINTS,
 };
 
 use super::bpfobj::{BpfObject, Parts};
@@ -65,6 +66,7 @@ use super::ebpf::{clock_ns, load_error};
 use super::{FlowTuple, LiveError};
 
 mod gnutls;
+mod own;
 
 const BACKEND: &str = "tls-library";
 
@@ -106,6 +108,10 @@ pub struct PeerChain {
     pub ders: Vec<Vec<u8>>,
     /// Some certificate was longer than `MAX_CERT` and is cut.
     pub truncated: bool,
+    /// The chain this process SENT on the connection (its own, read as libssl encodes it, or
+    /// GnuTLS's `gnutls_certificate_get_ours`: the leaf only), not the one it received; empty:
+    /// it sent none. `local`/`remote` are still the sending process's endpoints.
+    pub sent: bool,
 }
 
 impl PeerChain {
@@ -165,6 +171,9 @@ pub struct TlsCounters {
     pub sockets: u64,
     /// Kernel: connections on a non-`AF_INET` socket (IPv6): left to the /proc lookup.
     pub sock_not_inet: u64,
+    /// User: certificates of our own chains (as sent) kept, and own chains handed out.
+    pub own_certs: u64,
+    pub own_chains: u64,
 }
 
 #[derive(Default)]
@@ -211,6 +220,8 @@ pub struct TlsProbes {
     /// by the process's exit, handed out at the next flush.
     pending: Vec<PeerChain>,
     gnutls: gnutls::Gnutls,
+    /// Our own chains as sent, per (process, `SSL*`).
+    own: own::Own,
     /// (process, `SSL*`) whose chain was handed out: a second peer-certificate call of the
     /// same handshake hands out nothing. Cleared by the next handshake on that `SSL*`.
     handed: HashSet<(u32, u64)>,
@@ -268,6 +279,10 @@ impl TlsProbes {
             PROG_GNUTLS_DEINIT,
             PROG_PEER_CERT_ENTER,
             PROG_PEER_CERT_RET,
+            PROG_I2D_X509,
+            PROG_I2D_X509_RET,
+            PROG_GNUTLS_OURS,
+            PROG_GNUTLS_OURS_RET,
         ] {
             let prog = uprobe(ebpf, name)?;
             prog.load()
@@ -332,6 +347,7 @@ impl TlsProbes {
             reports,
             pending: Vec::new(),
             gnutls: gnutls::Gnutls::default(),
+            own: own::Own::default(),
             handed: HashSet::new(),
             adopting: Vec::new(),
             program_ids,
@@ -495,6 +511,8 @@ impl TlsProbes {
             LibKind::Crypto => vec![
                 (PROG_D2I_X509, "d2i_X509"),
                 (PROG_BIO_INT_CTRL, "BIO_int_ctrl"),
+                (PROG_I2D_X509, "i2d_X509"),
+                (PROG_I2D_X509_RET, "i2d_X509"),
             ],
             LibKind::Gnutls => vec![
                 (PROG_GNUTLS_PEERS, "gnutls_certificate_get_peers"),
@@ -503,6 +521,8 @@ impl TlsProbes {
                 (PROG_GNUTLS_TRANSPORT, "gnutls_transport_set_ptr"),
                 (PROG_GNUTLS_TRANSPORT, "gnutls_transport_set_ptr2"),
                 (PROG_GNUTLS_DEINIT, "gnutls_deinit"),
+                (PROG_GNUTLS_OURS, "gnutls_certificate_get_ours"),
+                (PROG_GNUTLS_OURS_RET, "gnutls_certificate_get_ours"),
                 (PROG_SSL_ENTER, "gnutls_handshake"),
             ],
         };
@@ -627,6 +647,7 @@ impl TlsProbes {
                 let key = (ev.tgid, ev.ssl);
                 // A new connection on this SSL*: what the old one had is complete.
                 self.handed.remove(&key);
+                self.own.reset(key);
                 if let Some(old) = self.conns.remove(&key) {
                     if !old.ders.is_empty() {
                         let chain = self.finish(key, old);
@@ -690,7 +711,17 @@ impl TlsProbes {
                 conn.local = Some(local);
                 conn.remote = Some(remote);
             }
-            EV_GNUTLS_CERT | EV_GNUTLS_TRANSPORT | EV_GNUTLS_DEINIT => {
+            EV_OWN_CERT => {
+                // Our chain is encoded by libssl; other `i2d_X509` callers inside an SSL call
+                // (libcrypto's own use) return elsewhere.
+                if !self.in_libssl_text(ev.tgid, ev.caller) || ev.ssl == 0 {
+                    self.counters.not_peer += 1;
+                    return;
+                }
+                self.own
+                    .cert((ev.tgid, ev.ssl), &ev, data, &mut self.counters);
+            }
+            EV_GNUTLS_CERT | EV_GNUTLS_TRANSPORT | EV_GNUTLS_DEINIT | EV_GNUTLS_OURS => {
                 let procs = &self.procs;
                 let comm = |tgid| comm_of_proc(procs, tgid);
                 self.gnutls.handle(&ev, data, &comm, &mut self.counters);
@@ -741,14 +772,33 @@ impl TlsProbes {
         self.mark_handed(key);
         if conn.ders.is_empty() && x509 != 0 {
             // The library has a peer certificate it did not parse in this handshake: the
-            // session was resumed (RFC 8446 §2.2), its chain came with the original one.
+            // session was resumed (RFC 8446 §2.2), its chain came with the original one, and
+            // so did ours.
             self.counters.resumed += 1;
+            self.own.take(key);
             return;
         }
         if conn.ders.is_empty() {
             self.counters.no_peer_certificate += 1;
         }
+        self.hand_out(key, conn, true);
+    }
+
+    /// Queues the chain `key` received and the one it sent. `ended`: the application signalled
+    /// the end of the handshake, so an empty sent chain means "sent none"; on the [`QUIET`]
+    /// timer it may only mean "not yet", and is not handed out.
+    fn hand_out(&mut self, key: (u32, u64), conn: Conn, ended: bool) {
+        let sent = self.own.take(key);
         let chain = self.finish(key, conn);
+        if ended || !sent.ders.is_empty() {
+            self.counters.own_chains += 1;
+            self.pending.push(PeerChain {
+                ders: sent.ders,
+                truncated: sent.truncated,
+                sent: true,
+                ..chain.clone()
+            });
+        }
         self.pending.push(chain);
     }
 
@@ -777,6 +827,7 @@ impl TlsProbes {
         self.handed.retain(|k| k.0 != tgid);
         self.adopting.retain(|a| a.0 != tgid);
         self.gnutls.forget(tgid);
+        self.own.forget(tgid);
         self.procs.remove(&tgid);
     }
 
@@ -878,6 +929,7 @@ impl TlsProbes {
             remote: c.remote,
             ders: c.ders,
             truncated: c.truncated,
+            sent: false,
         }
     }
 
@@ -892,12 +944,12 @@ impl TlsProbes {
             .filter(|(_, c)| !c.ders.is_empty() && now.saturating_sub(c.last_cert_ns) >= quiet)
             .map(|(k, _)| *k)
             .collect();
-        let mut out = std::mem::take(&mut self.pending);
         for k in done {
             let c = self.conns.remove(&k).expect("listed above");
             self.mark_handed(k);
-            out.push(self.finish(k, c));
+            self.hand_out(k, c, false);
         }
+        let mut out = std::mem::take(&mut self.pending);
         // GnuTLS chains are complete when handed over, empty ones included: the library
         // returned NULL after the handshake, the peer sent no certificate.
         out.extend(self.gnutls.take_ready());
