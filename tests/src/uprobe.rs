@@ -250,14 +250,14 @@ pub fn s_client_line(mut cmd: Command, addr: &str, name: &str, int: &Path, extra
     let _ = crate::mta::wait_child(&mut client.0, std::time::Duration::from_secs(10));
 }
 
-/// `mxcert capture` with the eBPF backend, the TLS-library probes on for `openssl` only,
-/// classification against the fixture root, /metrics on `metrics`, SMTP on `ports` (comma
-/// separated), in `pair`'s server namespace.
+/// `mxcert capture` with the eBPF backend, the TLS-library probes on for `processes` (comma
+/// separated names), classification against the fixture root, /metrics on `metrics`, SMTP on
+/// `ports` (comma separated), in `pair`'s server namespace.
 pub fn library_capture(
     pair: &NetnsPair,
-    out: &Path,
-    log: &Path,
+    (out, log): (&Path, &Path),
     ports: &str,
+    processes: &str,
     metrics: u16,
 ) -> crate::live::Capture {
     let anchors = crate::mta::certs_dir().join("root-ca.crt");
@@ -273,7 +273,7 @@ pub fn library_capture(
             "--tls-library",
             "auto",
             "--tls-processes",
-            "openssl",
+            processes,
             "--metrics-addr",
             &format!("127.0.0.1:{metrics}"),
             "--trust-anchors",

@@ -84,7 +84,7 @@ fn tls13_session(pair: &NetnsPair, dir: &Path, server: Command, server_up: &dyn 
 /// `mxcert capture` with the eBPF backend and the TLS-library probes on for `openssl`,
 /// /metrics on `metrics`.
 fn auto_capture(pair: &NetnsPair, out: &Path, log: &Path, metrics: u16) -> Capture {
-    library_capture(pair, out, log, &PORT.to_string(), metrics)
+    library_capture(pair, (out, log), &PORT.to_string(), "openssl", metrics)
 }
 
 /// The openssl binary in the server namespace.

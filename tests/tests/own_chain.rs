@@ -15,6 +15,8 @@
 //! - Outbound, not requested: `client_cert_presented` false, no client chain.
 //! - Inbound: a remote client to our `s_server`: `server_chain` is our configured chain.
 //! - tcpdump shows TLS 1.3 and none of these certificates in cleartext.
+//! - Exim (GnuTLS) as our server, a remote client over STARTTLS: `server_chain` is our leaf
+//!   (`gnutls_certificate_get_ours` gives the leaf only), `client_chain` the one Exim received.
 //!
 //! Addresses 198.18.100-104.x, namespaces `mxo*`, ports 19700-19749.
 
@@ -22,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use mxcert_system_tests::ebpf::require_ebpf;
 use mxcert_system_tests::live;
-use mxcert_system_tests::mta::{certs_dir, Tcpdump};
+use mxcert_system_tests::mta::{certs_dir, require_exim, Exim, Tcpdump};
 use mxcert_system_tests::netns::{NetnsPair, Side};
 use mxcert_system_tests::records::{chain_hex, findings_of, records, sessions_between, strings};
 use mxcert_system_tests::uprobe::{
@@ -100,6 +102,15 @@ fn client(pair: &NetnsPair, dir: &Path, bin: &str, port: u16, name: &str, extra:
     s_client_line(pair.command(Side::Client, bin), &addr, name, &int, extra);
 }
 
+/// The probes' non-zero metrics, for the test log.
+fn print_library_metrics(text: &str) {
+    for l in text.lines() {
+        if l.starts_with("mxcert_tls_library") && !l.ends_with(" 0") {
+            eprintln!("{l}");
+        }
+    }
+}
+
 fn session(recs: &[serde_json::Value], pair: &NetnsPair, port: u16) -> serde_json::Value {
     let ours = sessions_between(
         recs,
@@ -122,7 +133,7 @@ fn our_openssl_chains_are_read_as_sent_when_the_peer_is_not_probed() {
     let remote = remote_binary(&dir);
     let pcap = Tcpdump::start(&pair, Side::Server, dir.join("wire.pcap")).expect("tcpdump");
     let ports = format!("{REQUESTED},{NOT_REQUESTED},{INBOUND}");
-    let cap = library_capture(&pair, &out, &log, &ports, METRICS);
+    let cap = library_capture(&pair, (&out, &log), &ports, "openssl", METRICS);
     // The library files are attached when mxcert adopts the first allow-listed process that
     // maps them (milliseconds after its exec): an idle server of ours is that process, so the
     // short clients below are covered from their first instruction.
@@ -164,13 +175,7 @@ fn our_openssl_chains_are_read_as_sent_when_the_peer_is_not_probed() {
         live::metric(t, "mxcert_tls_library_chains_attached_total").unwrap_or(0) >= 6
     })
     .expect("metrics");
-    eprintln!(
-        "{}",
-        text.lines()
-            .filter(|l| l.contains("tls_library"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    print_library_metrics(&text);
     let st = cap.stop("TERM").expect("stop");
     assert!(st.success(), "exit status {st:?}");
     let wire = pcap.stop().expect("tcpdump");
@@ -210,5 +215,65 @@ fn our_openssl_chains_are_read_as_sent_when_the_peer_is_not_probed() {
     assert_eq!(strings(&c["tls"]["server_chain"]), chain_hex(OUR_SERVER));
     // Received by our server.
     assert_eq!(strings(&c["tls"]["client_chain"]), chain_hex(REMOTE_CLIENT));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn our_exim_server_leaf_is_read_as_sent() {
+    if !require_ebpf("our_exim_server_leaf_is_read_as_sent")
+        || !require_exim("our_exim_server_leaf_is_read_as_sent")
+    {
+        return;
+    }
+    let pair = NetnsPair::create("mxo1", 101).expect("namespaces");
+    let dir = workdir("own-exim");
+    let (out, log) = (dir.join("out.jsonl"), dir.join("mxcert.log"));
+    let remote = remote_binary(&dir);
+    let pcap = Tcpdump::start(&pair, Side::Server, dir.join("wire.pcap")).expect("tcpdump");
+    let metrics = METRICS + 1;
+    let cap = library_capture(&pair, (&out, &log), "25", "exim4", metrics);
+    let exim = Exim::start(&pair, dir.join("exim"), &pair.server_ip.to_string()).expect("exim");
+    // libgnutls attached once mxcert adopted the Exim daemon after its exec.
+    live::scrape_when(&pair, metrics, |t| {
+        live::metric(t, "mxcert_tls_library_attached_files").unwrap_or(0) >= 1
+    })
+    .expect("libgnutls attached");
+    let addr = format!("{}:25", pair.server_ip);
+    s_client_line(
+        pair.command(Side::Client, remote.to_str().unwrap()),
+        &addr,
+        REMOTE_CLIENT,
+        &dir.join("cint.pem"),
+        &["-starttls", "smtp"],
+    );
+    let text = live::scrape_when(&pair, metrics, |t| {
+        live::metric(t, "mxcert_tls_library_chains_attached_total").unwrap_or(0) >= 2
+    })
+    .expect("metrics");
+    print_library_metrics(&text);
+    drop(exim);
+    let st = cap.stop("TERM").expect("stop");
+    assert!(st.success(), "exit status {st:?}");
+    let wire = pcap.stop().expect("tcpdump");
+    assert_no_cleartext_certificates(&wire, &["srv_exim", REMOTE_CLIENT]);
+
+    let recs = records(&out);
+    let ours = sessions_between(
+        &recs,
+        &pair.client_ip.to_string(),
+        &pair.server_ip.to_string(),
+        25,
+    );
+    assert_eq!(ours.len(), 1, "one session: {recs:#?}");
+    let s = &ours[0];
+    eprintln!("exim inbound: {s}");
+    assert_eq!(s["tls"]["version"], "TLS1.3");
+    assert_eq!(s["tls"]["chain_source"], "uprobe", "{s}");
+    // GnuTLS keeps our leaf only, of the leaf + intermediate Exim sent.
+    assert_eq!(
+        strings(&s["tls"]["server_chain"]),
+        chain_hex("srv_exim")[..1].to_vec()
+    );
+    assert_eq!(strings(&s["tls"]["client_chain"]), chain_hex(REMOTE_CLIENT));
     let _ = std::fs::remove_dir_all(&dir);
 }
