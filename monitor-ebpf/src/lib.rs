@@ -337,10 +337,11 @@ pub mod tls {
     pub const AF_INET: u16 = 2;
     pub const AF_INET6: u16 = 10;
 
-    /// Payload of an [`EV_SOCK`] record: the endpoints as the process sees them. Only
-    /// `AF_INET` sockets are sent (the IPv6 fields of `struct sock_common` sit at offsets that
-    /// depend on the kernel's configuration; TODO(#8): read them from BTF); the addresses use
-    /// the first 4 bytes.
+    /// Payload of an [`EV_SOCK`] record: the endpoints as the process sees them. `AF_INET`:
+    /// the addresses use the first 4 bytes; `AF_INET6`: all 16. An `AF_INET6` socket carrying
+    /// IPv4-mapped addresses (`::ffff:a.b.c.d`, a dual-stack listener's IPv4 peer) is sent as
+    /// `AF_INET`, as the wire shows it. IPv6 sockets are sent only when user space gave the
+    /// offsets of their addresses ([`MAP_SOCK_OFFSETS`]).
     #[repr(C)]
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
     pub struct SockEndpoints {
@@ -354,6 +355,47 @@ pub mod tls {
 
     /// Size of [`SockEndpoints`] in a record.
     pub const SOCK_LEN: usize = core::mem::size_of::<SockEndpoints>();
+
+    /// Byte offsets of the `struct sock_common` members the socket tracepoints read (the
+    /// start of `struct sock`, include/net/sock.h), from the kernel's BTF, written by user
+    /// space into [`MAP_SOCK_OFFSETS`] before the programs attach. The IPv6 addresses follow
+    /// pointer-sized and configuration-dependent members; `v6_daddr` 0 means "not known"
+    /// (no BTF): IPv6 sockets are then left to user space's /proc lookup. The IPv4 fields
+    /// default to the layout every kernel with these tracepoints (6.4+) has.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct SockOffsets {
+        pub daddr: u32,
+        pub rcv_saddr: u32,
+        pub dport: u32,
+        pub num: u32,
+        pub family: u32,
+        pub v6_daddr: u32,
+        pub v6_rcv_saddr: u32,
+        pub _pad: u32,
+    }
+
+    impl Default for SockOffsets {
+        /// `skc_daddr` at 0, `skc_rcv_saddr` at 4, `skc_dport` at 12, `skc_num` at 14,
+        /// `skc_family` at 16: no pointer or optional member precedes them, and the socket
+        /// lookup compares the address and port pairs as single words (`skc_addrpair`,
+        /// `skc_portpair` in `inet_match`), which pins their order. No IPv6.
+        fn default() -> SockOffsets {
+            SockOffsets {
+                daddr: 0,
+                rcv_saddr: 4,
+                dport: 12,
+                num: 14,
+                family: 16,
+                v6_daddr: 0,
+                v6_rcv_saddr: 0,
+                _pad: 0,
+            }
+        }
+    }
+
+    /// One-entry array holding the [`SockOffsets`].
+    pub const MAP_SOCK_OFFSETS: &str = "MXCERT_TLS_SOCK_OFFSETS";
 
     /// Header of one TLS ring record; `data_len` DER bytes follow an [`EV_CERT`] header.
     #[repr(C)]
@@ -410,10 +452,15 @@ pub mod tls {
         pub const GNUTLS_PEERS: u32 = 7;
         /// [`super::EV_SOCK`] records sent.
         pub const SOCKETS: u32 = 8;
-        /// Sockets of a connection not `AF_INET` (IPv6): not sent, user space falls back to
-        /// /proc.
+        /// IPv6 sockets of a connection not sent because their offsets are unknown (no BTF):
+        /// user space falls back to /proc.
         pub const SOCK_NOT_INET: u32 = 9;
-        pub const COUNT: u32 = 10;
+        /// [`super::EV_SOCK`] records with IPv6 endpoints.
+        pub const SOCKETS_V6: u32 = 10;
+        /// [`super::EV_SOCK`] records of `AF_INET6` sockets with IPv4-mapped addresses, sent
+        /// as IPv4.
+        pub const SOCKETS_V4_MAPPED: u32 = 11;
+        pub const COUNT: u32 = 12;
     }
 
     /// The allow-list key of a process name: the name cut to 15 bytes and NUL-padded, as
@@ -503,6 +550,9 @@ unsafe impl aya::Pod for tls::TlsEvent {}
 // SAFETY: as above; the padding is an explicit field.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for tls::SockEndpoints {}
+// SAFETY: eight `u32`, no padding.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for tls::SockOffsets {}
 
 #[cfg(test)]
 mod tests {

@@ -333,17 +333,18 @@ mod program {
 #[cfg(target_arch = "bpf")]
 mod tls_probes {
     use aya_ebpf::{
+        bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
         helpers::generated::{bpf_ktime_get_ns, bpf_probe_read_user, bpf_ringbuf_output},
         helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel},
         macros::{map, raw_tracepoint, uprobe, uretprobe},
-        maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+        maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
         programs::{ProbeContext, RawTracePointContext, RetProbeContext},
     };
     use mxcert_ebpf::tls::{
-        counter, SockEndpoints, TlsEvent, AF_INET, AF_INET6, BIO_C_SET_FD, COMM_LEN, EVENT_LEN,
-        EV_BIO_FD, EV_CERT, EV_EXEC, EV_EXIT, EV_GNUTLS_CERT, EV_GNUTLS_DEINIT, EV_GNUTLS_OURS,
-        EV_GNUTLS_TRANSPORT, EV_OWN_CERT, EV_PEER, EV_SET_BIO, EV_SOCK, GNUTLS_DATUM_LEN, MAX_CERT,
-        MAX_COMMS, MAX_GNUTLS_CHAIN, MAX_THREADS, RING_BYTES, SOCK_LEN,
+        counter, SockEndpoints, SockOffsets, TlsEvent, AF_INET, AF_INET6, BIO_C_SET_FD, COMM_LEN,
+        EVENT_LEN, EV_BIO_FD, EV_CERT, EV_EXEC, EV_EXIT, EV_GNUTLS_CERT, EV_GNUTLS_DEINIT,
+        EV_GNUTLS_OURS, EV_GNUTLS_TRANSPORT, EV_OWN_CERT, EV_PEER, EV_SET_BIO, EV_SOCK,
+        GNUTLS_DATUM_LEN, MAX_CERT, MAX_COMMS, MAX_GNUTLS_CHAIN, MAX_THREADS, RING_BYTES, SOCK_LEN,
     };
 
     #[map]
@@ -374,6 +375,11 @@ mod tls_probes {
     #[map]
     static MXCERT_TLS_SOCK_SEEN: LruHashMap<[u64; 2], u8> =
         LruHashMap::with_max_entries(MAX_THREADS, 0);
+
+    /// The `struct sock_common` offsets ([`SockOffsets`]), written by user space from the
+    /// kernel's BTF before the socket tracepoints attach.
+    #[map]
+    static MXCERT_TLS_SOCK_OFFSETS: Array<SockOffsets> = Array::with_max_entries(1, 0);
 
     #[map]
     static MXCERT_TLS_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
@@ -427,15 +433,43 @@ mod tls_probes {
         }
     }
 
+    /// Whether a record wakes the reader. A wakeup is an IRQ work item raised in the MTA's
+    /// context (kernel/bpf/ringbuf.c, `bpf_ringbuf_commit` → `irq_work_queue`): a self-IPI,
+    /// exits to the hypervisor in a VM, then the reader's wakeup, possibly on the MTA's CPU
+    /// (a uprobe program runs preemptible, migration disabled). Measured with
+    /// `cargo xtask bench tls-library`: 4-12 µs per record, ten times what everything else a
+    /// probe does costs. The kernel's default wakes whenever the reader had caught up, which
+    /// for a handshake's sparse records is nearly every record. So records do not wake the
+    /// reader: the daemon polls this ring without blocking after every poll of its packet
+    /// source, and `TlsProbes::poll` waits in short ticks. The exception is an exec (once per
+    /// process): the new process's maps are read best while it runs. `FORCE` there, because
+    /// the default wakes only when the reader consumed everything before the record, which the
+    /// unannounced records prevent.
+    #[derive(Clone, Copy)]
+    enum Wake {
+        No,
+        Now,
+    }
+
+    impl Wake {
+        #[inline(always)]
+        fn flags(self) -> u64 {
+            match self {
+                Wake::No => u64::from(BPF_RB_NO_WAKEUP),
+                Wake::Now => u64::from(BPF_RB_FORCE_WAKEUP),
+            }
+        }
+    }
+
     #[inline(always)]
-    fn output(ev: &TlsEvent) {
+    fn output(ev: &TlsEvent, wake: Wake) {
         // SAFETY: `ev` is EVENT_LEN readable bytes.
         let ret = unsafe {
             bpf_ringbuf_output(
                 (&raw const MXCERT_TLS_EVENTS).cast_mut().cast(),
                 (ev as *const TlsEvent).cast_mut().cast(),
                 EVENT_LEN as u64,
-                0,
+                wake.flags(),
             )
         };
         if ret != 0 {
@@ -446,9 +480,34 @@ mod tls_probes {
     #[uprobe]
     pub fn mxcert_ssl_enter(ctx: ProbeContext) -> u32 {
         if let (Some((_, tid)), Some(ssl)) = (allowed(), ctx.arg::<u64>(0)) {
-            let _ = MXCERT_TLS_CURRENT.insert(&tid, &ssl, 0);
+            // Most calls are on the thread's current `SSL*` already (SSL_read/SSL_write of one
+            // session): the value is written in place, without the LRU insert's list and
+            // bucket locks (kernel/bpf/hashtab.c, `htab_lru_map_update_elem`).
+            match MXCERT_TLS_CURRENT.get_ptr_mut(&tid) {
+                // SAFETY: the entry of this thread, written only by this thread.
+                Some(p) => unsafe {
+                    if *p != ssl {
+                        *p = ssl;
+                    }
+                },
+                None => {
+                    let _ = MXCERT_TLS_CURRENT.insert(&tid, &ssl, 0);
+                }
+            }
         }
         0
+    }
+
+    /// Clears the "socket sent" mark of (`tgid`, `ssl`): its next socket I/O is looked at.
+    /// Looked up first: a new `SSL*` has none, and a lookup costs less than the LRU delete's
+    /// locks.
+    #[inline(always)]
+    fn forget_sock(tgid: u32, ssl: u64) {
+        let key = [u64::from(tgid), ssl];
+        // SAFETY: plain lookup.
+        if unsafe { MXCERT_TLS_SOCK_SEEN.get(&key) }.is_some() {
+            let _ = MXCERT_TLS_SOCK_SEEN.remove(&key);
+        }
     }
 
     #[uprobe]
@@ -456,9 +515,9 @@ mod tls_probes {
         if let Some((tgid, tid)) = allowed() {
             let mut ev = event(EV_SET_BIO, tgid, tid);
             ev.ssl = ctx.arg::<u64>(0).unwrap_or(0);
-            let _ = MXCERT_TLS_SOCK_SEEN.remove(&[u64::from(tgid), ev.ssl]);
+            forget_sock(tgid, ev.ssl);
             ev.bio = ctx.arg::<u64>(1).unwrap_or(0);
-            output(&ev);
+            output(&ev, Wake::No);
         }
         0
     }
@@ -472,7 +531,7 @@ mod tls_probes {
             let mut ev = event(EV_BIO_FD, tgid, tid);
             ev.bio = ctx.arg::<u64>(0).unwrap_or(0);
             ev.fd = ctx.arg::<i32>(3).unwrap_or(-1);
-            output(&ev);
+            output(&ev, Wake::No);
         }
         0
     }
@@ -505,10 +564,13 @@ mod tls_probes {
 
     #[inline(always)]
     fn tcp_msg(sk: u64) -> Result<(), i32> {
-        // Host-wide: the name check comes first and is all most calls cost.
-        let Some((tgid, tid)) = allowed() else {
-            return Ok(());
-        };
+        // Host-wide, on every socket I/O: the cheapest test comes first. Only allow-listed
+        // threads get a current `SSL*`, so one lookup by thread id ends most calls; an
+        // allow-listed thread's I/O after its connection was sent ends at the second. The name
+        // check (a 16-byte key hashed) runs once per connection: a thread id reused by another
+        // program after an allow-listed thread's exit is stopped there.
+        let id = bpf_get_current_pid_tgid();
+        let (tgid, tid) = ((id >> 32) as u32, id as u32);
         // SAFETY: plain lookup.
         let Some(ssl) = (unsafe { MXCERT_TLS_CURRENT.get(&tid) }).copied() else {
             return Ok(());
@@ -518,54 +580,68 @@ mod tls_probes {
         if unsafe { MXCERT_TLS_SOCK_SEEN.get(&key) }.is_some() {
             return Ok(());
         }
-        // `struct sock` starts with `struct sock_common` (include/net/sock.h): skc_daddr at 0,
-        // skc_rcv_saddr at 4 (both network order), skc_hash at 8, skc_dport at 12 (network
-        // order), skc_num at 14 (host order), skc_family at 16. These leading fields are
-        // config-independent (no pointer or optional member before them) and the address pair
-        // and port pair are compared as single words by the socket lookup (`skc_addrpair`,
-        // `skc_portpair` in inet_match), which pins their order; the layout is the same in every
-        // kernel that has these tracepoints (6.4+), checked against this kernel's BTF (bpftool
-        // btf dump file /sys/kernel/btf/vmlinux, 6.18). The IPv6 addresses come after
-        // pointer-sized, config-dependent members, hence IPv4 only (TODO(#8): offsets from BTF).
-        // SAFETY: the helper checks the kernel read.
-        let family = unsafe { bpf_probe_read_kernel((sk + 16) as *const u16) }.map_err(|_| {
-            count(counter::READ_ERRORS, 1);
-            0
-        })?;
-        if family == AF_INET6 {
+        if allowed().is_none() {
+            return Ok(());
+        }
+        // `struct sock` starts with `struct sock_common` (include/net/sock.h). Its offsets come
+        // from the kernel's BTF through user space (`SockOffsets`; its defaults are the IPv4
+        // layout every kernel with these tracepoints has); the IPv6 addresses only with BTF.
+        let off = MXCERT_TLS_SOCK_OFFSETS.get(0).copied().unwrap_or_default();
+        let family = read_kernel::<u16>(sk + u64::from(off.family))?;
+        if family != AF_INET && family != AF_INET6 {
+            // A UNIX socket (Postfix's tlsmgr cache): the TCP one comes next.
+            return Ok(());
+        }
+        if family == AF_INET6 && off.v6_daddr == 0 {
             let _ = MXCERT_TLS_SOCK_SEEN.insert(&key, &1, 0);
             count(counter::SOCK_NOT_INET, 1);
             return Ok(());
         }
-        if family != AF_INET {
-            return Ok(());
-        }
         let _ = MXCERT_TLS_SOCK_SEEN.insert(&key, &1, 0);
-        // SAFETY: as above.
-        let head = unsafe { bpf_probe_read_kernel(sk as *const [u8; 16]) }.map_err(|_| {
-            count(counter::READ_ERRORS, 1);
-            0
-        })?;
         let mut rec = SockRecord {
             hdr: event(EV_SOCK, tgid, tid),
             ep: SockEndpoints {
-                family,
-                local_port: u16::from_ne_bytes([head[14], head[15]]),
-                remote_port: u16::from_be_bytes([head[12], head[13]]),
+                family: AF_INET,
+                // skc_num in host order, skc_dport in network order.
+                local_port: read_kernel::<u16>(sk + u64::from(off.num))?,
+                remote_port: u16::from_be(read_kernel::<u16>(sk + u64::from(off.dport))?),
                 ..SockEndpoints::default()
             },
         };
         rec.hdr.ssl = ssl;
         rec.hdr.data_len = SOCK_LEN as u32;
-        rec.ep.remote[..4].copy_from_slice(&head[0..4]);
-        rec.ep.local[..4].copy_from_slice(&head[4..8]);
+        if family == AF_INET6 {
+            let remote = read_kernel::<[u8; 16]>(sk + u64::from(off.v6_daddr))?;
+            let local = read_kernel::<[u8; 16]>(sk + u64::from(off.v6_rcv_saddr))?;
+            match (v4_mapped(&remote), v4_mapped(&local)) {
+                // A dual-stack socket's IPv4 peer (net/ipv6/tcp_ipv6.c, `tcp_v6_syn_recv_sock`
+                // and `tcp_v6_connect` give both addresses the ::ffff: form): what the wire
+                // and the session keys show is IPv4.
+                (Some(r), Some(l)) => {
+                    rec.ep.remote[..4].copy_from_slice(&r);
+                    rec.ep.local[..4].copy_from_slice(&l);
+                    count(counter::SOCKETS_V4_MAPPED, 1);
+                }
+                _ => {
+                    rec.ep.family = AF_INET6;
+                    rec.ep.remote = remote;
+                    rec.ep.local = local;
+                    count(counter::SOCKETS_V6, 1);
+                }
+            }
+        } else {
+            let remote = read_kernel::<[u8; 4]>(sk + u64::from(off.daddr))?;
+            let local = read_kernel::<[u8; 4]>(sk + u64::from(off.rcv_saddr))?;
+            rec.ep.remote[..4].copy_from_slice(&remote);
+            rec.ep.local[..4].copy_from_slice(&local);
+        }
         // SAFETY: `rec` is EVENT_LEN + SOCK_LEN readable bytes.
         let ret = unsafe {
             bpf_ringbuf_output(
                 (&raw const MXCERT_TLS_EVENTS).cast_mut().cast(),
                 (&raw mut rec).cast(),
                 (EVENT_LEN + SOCK_LEN) as u64,
-                0,
+                Wake::No.flags(),
             )
         };
         if ret != 0 {
@@ -574,6 +650,23 @@ mod tls_probes {
         }
         count(counter::SOCKETS, 1);
         Ok(())
+    }
+
+    /// A kernel read through the checked helper (a fault is counted, not fatal).
+    #[inline(always)]
+    fn read_kernel<T>(addr: u64) -> Result<T, i32> {
+        // SAFETY: the helper checks the read.
+        unsafe { bpf_probe_read_kernel(addr as *const T) }.map_err(|_| {
+            count(counter::READ_ERRORS, 1);
+            0
+        })
+    }
+
+    /// The IPv4 address of an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, RFC 4291 §2.5.5.2).
+    #[inline(always)]
+    fn v4_mapped(a: &[u8; 16]) -> Option<[u8; 4]> {
+        let prefix = a[..10].iter().all(|&b| b == 0) && a[10] == 0xff && a[11] == 0xff;
+        prefix.then(|| [a[12], a[13], a[14], a[15]])
     }
 
     #[repr(C)]
@@ -621,14 +714,14 @@ mod tls_probes {
         let mut hdr = event(EV_CERT, tgid, tid);
         hdr.ssl = ssl;
         hdr.caller = caller;
-        send_cert(hdr, der, der_len)
+        send_cert(hdr, der, der_len, Wake::No)
     }
 
     /// Sends `hdr` followed by up to `MAX_CERT` bytes of the DER at `der` (user memory) as one
     /// ring record, through the per-CPU scratch (a 16 KiB copy does not fit the 512-byte BPF
-    /// stack). `der_len` 0 sends the header alone.
+    /// stack), exactly as long as the copy. `der_len` 0 sends the header alone.
     #[inline(always)]
-    fn send_cert(mut hdr: TlsEvent, der: u64, der_len: u32) -> Result<(), i32> {
+    fn send_cert(mut hdr: TlsEvent, der: u64, der_len: u32, wake: Wake) -> Result<(), i32> {
         let scratch = MXCERT_TLS_SCRATCH.get_ptr_mut(0).ok_or(0)?;
         // SAFETY: this CPU's slot, exclusively ours for the run.
         let scratch = unsafe { &mut *scratch };
@@ -661,7 +754,7 @@ mod tls_probes {
                 (&raw const MXCERT_TLS_EVENTS).cast_mut().cast(),
                 (scratch as *mut CertScratch).cast(),
                 EVENT_LEN as u64 + u64::from(copy),
-                0,
+                wake.flags(),
             )
         };
         if ret != 0 {
@@ -688,7 +781,7 @@ mod tls_probes {
     }
 
     /// Thread id → the `SSL*` of its `SSL_get0/1_peer_certificate` call in progress, for the
-    /// return probe. LRU: an entry whose return was never seen (the thread died) is evicted.
+    /// return probe (0: none in progress). LRU: the entries of threads gone are evicted.
     #[map]
     static MXCERT_TLS_PEER_CALLS: LruHashMap<u32, u64> =
         LruHashMap::with_max_entries(MAX_THREADS, 0);
@@ -696,7 +789,18 @@ mod tls_probes {
     #[uprobe]
     pub fn mxcert_peer_cert_enter(ctx: ProbeContext) -> u32 {
         if let (Some((_, tid)), Some(ssl)) = (allowed(), ctx.arg::<u64>(0)) {
-            let _ = MXCERT_TLS_PEER_CALLS.insert(&tid, &ssl, 0);
+            if ssl == 0 {
+                return 0;
+            }
+            // A thread's entry stays, 0 between calls (see the return probe): written in
+            // place, without the LRU insert's locks.
+            match MXCERT_TLS_PEER_CALLS.get_ptr_mut(&tid) {
+                // SAFETY: the entry of this thread, written only by this thread.
+                Some(p) => unsafe { *p = ssl },
+                None => {
+                    let _ = MXCERT_TLS_PEER_CALLS.insert(&tid, &ssl, 0);
+                }
+            }
         }
         0
     }
@@ -728,7 +832,7 @@ mod tls_probes {
             read_u32(args[1])?
         };
         if n == 0 {
-            output(&hdr);
+            output(&hdr, Wake::No);
             return Ok(());
         }
         hdr.count = n;
@@ -741,7 +845,7 @@ mod tls_probes {
             let data = read_u64(datum)?;
             let size = read_u32(datum + 8)?;
             hdr.index = i;
-            send_cert(hdr, data, if data == 0 { 0 } else { size })?;
+            send_cert(hdr, data, if data == 0 { 0 } else { size }, Wake::No)?;
         }
         Ok(())
     }
@@ -776,9 +880,9 @@ mod tls_probes {
             let mut ev = event(EV_GNUTLS_TRANSPORT, tgid, tid);
             ev.ssl = session.unwrap_or(0);
             // A new connection on this session object: its socket is looked at again.
-            let _ = MXCERT_TLS_SOCK_SEEN.remove(&[u64::from(tgid), ev.ssl]);
+            forget_sock(tgid, ev.ssl);
             ev.fd = fd.unwrap_or(-1);
-            output(&ev);
+            output(&ev, Wake::No);
         }
     }
 
@@ -788,7 +892,7 @@ mod tls_probes {
         if let Some((tgid, tid)) = allowed() {
             let mut ev = event(EV_GNUTLS_DEINIT, tgid, tid);
             ev.ssl = ctx.arg::<u64>(0).unwrap_or(0);
-            output(&ev);
+            output(&ev, Wake::No);
         }
         0
     }
@@ -800,15 +904,19 @@ mod tls_probes {
         let Some((tgid, tid)) = allowed() else {
             return 0;
         };
-        // SAFETY: plain lookup; the value is copied out before the removal.
-        let Some(ssl) = (unsafe { MXCERT_TLS_PEER_CALLS.get(&tid) }).copied() else {
+        let Some(p) = MXCERT_TLS_PEER_CALLS.get_ptr_mut(&tid) else {
             return 0;
         };
-        let _ = MXCERT_TLS_PEER_CALLS.remove(&tid);
+        // SAFETY: the entry of this thread, written only by this thread. Reset to 0 rather
+        // than removed (no LRU delete per call): 0 means "no call in progress".
+        let ssl = unsafe { core::mem::replace(&mut *p, 0) };
+        if ssl == 0 {
+            return 0;
+        }
         let mut ev = event(EV_PEER, tgid, tid);
         ev.ssl = ssl;
         ev.caller = ctx.ret::<u64>();
-        output(&ev);
+        output(&ev, Wake::No);
         0
     }
 
@@ -819,7 +927,7 @@ mod tls_probes {
     #[raw_tracepoint(tracepoint = "sched_process_exec")]
     pub fn mxcert_sched_exec(_ctx: RawTracePointContext) -> i32 {
         if let Some((tgid, tid)) = allowed() {
-            output(&event(EV_EXEC, tgid, tid));
+            output(&event(EV_EXEC, tgid, tid), Wake::Now);
         }
         0
     }
@@ -830,7 +938,7 @@ mod tls_probes {
     pub fn mxcert_sched_exit(_ctx: RawTracePointContext) -> i32 {
         if let Some((tgid, tid)) = allowed() {
             if tgid == tid {
-                output(&event(EV_EXIT, tgid, tid));
+                output(&event(EV_EXIT, tgid, tid), Wake::No);
             }
         }
         0
@@ -898,7 +1006,7 @@ mod tls_probes {
         let mut hdr = event(EV_OWN_CERT, (id >> 32) as u32, id as u32);
         hdr.ssl = call[2];
         hdr.caller = call[1];
-        let _ = send_cert(hdr, call[0], len as u32);
+        let _ = send_cert(hdr, call[0], len as u32, Wake::No);
         0
     }
 
@@ -936,13 +1044,13 @@ mod tls_probes {
         let mut hdr = event(EV_GNUTLS_OURS, (id >> 32) as u32, id as u32);
         hdr.ssl = session;
         if datum == 0 {
-            output(&hdr);
+            output(&hdr, Wake::No);
             return Ok(());
         }
         let data = read_u64(datum)?;
         let size = read_u32(datum + 8)?;
         hdr.count = 1;
-        send_cert(hdr, data, if data == 0 { 0 } else { size })
+        send_cert(hdr, data, if data == 0 { 0 } else { size }, Wake::No)
     }
 
     #[inline(always)]

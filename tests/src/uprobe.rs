@@ -3,6 +3,7 @@
 //! fixture chains as DER.
 
 use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +12,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use mxcert::capture::tlslib::PeerChain;
 
 use crate::netns::{NetnsPair, Side};
 
@@ -281,6 +283,85 @@ pub fn library_capture(
         ],
     )
     .expect("mxcert capture")
+}
+
+/// `openssl s_client -tls1_3` in `side`'s namespace connecting to `connect` with the
+/// cli_clientauth client chain (its intermediates in the file `cli_int`), verifying the server
+/// against the fixtures' root. Stdin is piped: closing it ends the session.
+pub fn mutual_s_client(pair: &NetnsPair, side: Side, connect: &str, cli_int: &str) -> Killed {
+    let certs = crate::repo_root().join("pcaps/certs");
+    let p = |f: &str| certs.join(f).display().to_string();
+    Killed(
+        pair.command(side, "openssl")
+            .args(["s_client", "-connect", connect, "-tls1_3"])
+            .args(["-cert", &p("cli_clientauth.crt")])
+            .args(["-key", &p("cli_clientauth.key")])
+            .args(["-cert_chain", cli_int])
+            .args(["-CAfile", &p("root-ca.crt"), "-verify_return_error"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl s_client"),
+    )
+}
+
+/// Waits for a process that ends by itself (a one-connection server), at most `limit`;
+/// panics past it. Returns its pid, for checking that its /proc entry is gone.
+pub fn wait_gone(child: &mut Killed, limit: std::time::Duration) -> u32 {
+    let start = Instant::now();
+    while child.0.try_wait().expect("try_wait").is_none() {
+        assert!(start.elapsed() < limit, "{} still runs", child.0.id());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.0.id()
+}
+
+/// `openssl s_server` for one TLS 1.3 connection on `accept` (server namespace) with the
+/// srv_both chain (its intermediates in the file `srv_int`), requiring a client certificate.
+pub fn mutual_s_server(
+    pair: &NetnsPair,
+    accept: &str,
+    srv_int: &str,
+) -> (Killed, BufReader<ChildStdout>) {
+    let certs = crate::repo_root().join("pcaps/certs");
+    let p = |f: &str| certs.join(f).display().to_string();
+    let (cert, key, ca) = (p("srv_both.crt"), p("srv_both.key"), p("root-ca.crt"));
+    s_server(
+        pair,
+        &[
+            "-accept",
+            accept,
+            "-tls1_3",
+            "-naccept",
+            "1",
+            "-cert",
+            &cert,
+            "-key",
+            &key,
+            "-cert_chain",
+            srv_int,
+            "-CAfile",
+            &ca,
+            "-Verify",
+            "3",
+        ],
+    )
+    .expect("s_server")
+}
+
+/// Of the chains of one connection with `server`: the one the client received (its remote is
+/// `server`) and the one the server received (its local endpoint).
+pub fn chains_by_side(chains: &[PeerChain], server: SocketAddr) -> (&PeerChain, &PeerChain) {
+    let client = chains
+        .iter()
+        .find(|c| c.remote == Some(server))
+        .expect("the chain the client received, tied to its connection");
+    let srv = chains
+        .iter()
+        .find(|c| c.local == Some(server))
+        .expect("the chain the server received, tied to its connection");
+    (client, srv)
 }
 
 #[cfg(test)]

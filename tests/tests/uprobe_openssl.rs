@@ -20,8 +20,8 @@ use mxcert_system_tests::ebpf::require_ebpf;
 use mxcert_system_tests::netns::{NetnsPair, Side};
 use mxcert_system_tests::repo_root;
 use mxcert_system_tests::uprobe::{
-    assert_no_cleartext_certificates, ca_bundle_noise, chain_ders, der_hashes, intermediates,
-    programs_loaded, s_server, Killed,
+    assert_no_cleartext_certificates, ca_bundle_noise, chain_ders, chains_by_side, der_hashes,
+    intermediates, mutual_s_client, mutual_s_server, programs_loaded, wait_gone, Killed,
 };
 
 const PORT: u16 = 4433;
@@ -77,7 +77,7 @@ fn openssl_tls13_chains_are_read_through_the_library() {
     assert!(line.contains("listening"), "tcpdump: {line}");
 
     let accept = format!("{}:{PORT}", pair.server_ip);
-    let (server, _out) = mutual_server(&pair, &accept, &certs, &s(&srv_int));
+    let (server, _out) = mutual_s_server(&pair, &accept, &s(&srv_int));
     // The server maps libssl/libcrypto now: attach to those files (covering s_client too).
     assert!(
         probes.refresh().expect("refresh") >= 2,
@@ -147,7 +147,7 @@ fn openssl_tls13_chains_are_read_through_the_library() {
     assert!(runs >= 1);
     assert_eq!(chains.len(), 2, "one chain per side: {chains:#?}");
     let server_addr: SocketAddr = connect.parse().unwrap();
-    let (got_by_client, got_by_server) = by_side(&chains, server_addr);
+    let (got_by_client, got_by_server) = chains_by_side(&chains, server_addr);
     assert_eq!(der_hashes(&got_by_client.ders), want_server);
     assert_eq!(der_hashes(&got_by_server.ders), want_client);
     assert!(!got_by_client.truncated && !got_by_server.truncated);
@@ -190,7 +190,6 @@ fn short_connection_maps_through_the_kernel() {
     }
     let pair = NetnsPair::create("mxk", 75).expect("namespaces");
     let certs = repo_root().join("pcaps/certs");
-    let p = |f: &str| -> String { certs.join(f).to_str().unwrap().to_string() };
     let tmp = std::env::temp_dir().join(format!("mxcert-short-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     let (srv_int, cli_int) = (tmp.join("srv-int.pem"), tmp.join("cli-int.pem"));
@@ -211,26 +210,10 @@ fn short_connection_maps_through_the_kernel() {
     let stats_fd = aya::sys::enable_stats(aya::sys::Stats::RunTime).ok();
     let sock_ids = probes.program_ids()[probes.program_ids().len() - 2..].to_vec();
     let accept = format!("{}:{SHORT_PORT}", pair.server_ip);
-    let (mut server, mut out) = mutual_server(&pair, &accept, &certs, srv_int);
+    let (mut server, mut out) = mutual_s_server(&pair, &accept, srv_int);
     let drain = std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     assert!(probes.refresh().expect("refresh") >= 2);
-    let mut client = Killed(
-        pair.command(Side::Client, "openssl")
-            .args(["s_client", "-connect", &accept, "-tls1_3"])
-            .args([
-                "-cert",
-                &p("cli_clientauth.crt"),
-                "-key",
-                &p("cli_clientauth.key"),
-            ])
-            .args(["-cert_chain", cli_int, "-CAfile", &p("root-ca.crt")])
-            .arg("-verify_return_error")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("openssl s_client"),
-    );
+    let mut client = mutual_s_client(&pair, Side::Client, &accept, cli_int);
     // User space keeps a certificate only when `d2i_X509` returns into the process's libssl
     // text, read from /proc/PID/maps when the process is adopted: adopt s_client while it
     // lives (an MTA daemon lives long), then let it go. No ring record is read before both
@@ -240,16 +223,8 @@ fn short_connection_maps_through_the_kernel() {
     drop(client.0.stdin.take());
     let status = client.0.wait().expect("s_client");
     assert!(status.success(), "s_client handshake: {status}");
-    // s_server ends after its one connection; bounded wait.
-    let start = Instant::now();
-    while server.0.try_wait().unwrap().is_none() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "s_server still runs"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let server_pid = server.0.id();
+    // s_server ends after its one connection.
+    let server_pid = wait_gone(&mut server, Duration::from_secs(10));
     let _ = drain.join();
     assert!(
         !std::path::Path::new(&format!("/proc/{server_pid}")).exists(),
@@ -280,7 +255,7 @@ fn short_connection_maps_through_the_kernel() {
         "one chain per side, both mapped: {chains:#?}"
     );
     let server_addr: SocketAddr = accept.parse().unwrap();
-    let (got_by_client, got_by_server) = by_side(&chains, server_addr);
+    let (got_by_client, got_by_server) = chains_by_side(&chains, server_addr);
     assert_eq!(der_hashes(&got_by_client.ders), want_server);
     assert_eq!(der_hashes(&got_by_server.ders), want_client);
     assert_eq!(got_by_client.flow(), got_by_server.flow(), "same 4-tuple");
@@ -294,38 +269,6 @@ fn short_connection_maps_through_the_kernel() {
 }
 
 const SHORT_PORT: u16 = 4434;
-
-/// `openssl s_server` for one TLS 1.3 connection on `accept`, with the srv_both chain (its
-/// intermediates in `srv_int`), requiring a client certificate.
-fn mutual_server(
-    pair: &NetnsPair,
-    accept: &str,
-    certs: &std::path::Path,
-    srv_int: &str,
-) -> (Killed, BufReader<std::process::ChildStdout>) {
-    let p = |f: &str| -> String { certs.join(f).to_str().unwrap().to_string() };
-    s_server(
-        pair,
-        &[
-            "-accept",
-            accept,
-            "-tls1_3",
-            "-naccept",
-            "1",
-            "-cert",
-            &p("srv_both.crt"),
-            "-key",
-            &p("srv_both.key"),
-            "-cert_chain",
-            srv_int,
-            "-CAfile",
-            &p("root-ca.crt"),
-            "-Verify",
-            "3",
-        ],
-    )
-    .expect("s_server")
-}
 
 /// Whether a chain belongs to a connection with `server`. Only the test's own connection
 /// counts: other `openssl` processes on the host (a parallel test elsewhere) are probed too,
@@ -353,18 +296,4 @@ fn poll_ours(probes: &mut TlsProbes, server: Ipv4Addr, limit: Duration) -> Vec<P
             .expect("poll");
     }
     all
-}
-
-/// The chains the client (its peer is `server`) and the server (its own endpoint) received,
-/// each tied to its connection.
-fn by_side(chains: &[PeerChain], server: SocketAddr) -> (&PeerChain, &PeerChain) {
-    let client = chains
-        .iter()
-        .find(|c| c.remote == Some(server))
-        .expect("the chain s_client received, tied to its connection");
-    let srv = chains
-        .iter()
-        .find(|c| c.local == Some(server))
-        .expect("the chain s_server received, tied to its connection");
-    (client, srv)
 }

@@ -11,10 +11,15 @@
 //! application), assembles chains per (process, `SSL*`), ties each to its TCP 4-tuple, and
 //! hands out [`PeerChain`]s keyed by that 4-tuple. The 4-tuple comes from the kernel
 //! (`EV_SOCK`: the socket endpoints read at the handshake's first socket I/O, in the MTA's own
-//! context, through the `sock_send_length`/`sock_recv_length` tracepoints; IPv4 only), so a
+//! context, through the `sock_send_length`/`sock_recv_length` tracepoints; IPv6 at the
+//! `struct sock_common` offsets read from the kernel's BTF, [`btf`](self::btf)), so a
 //! connection closed before this side reads the ring still maps; failing that, from the socket
 //! fd through `/proc/PID/fd` and the process's own `/proc/PID/net/tcp{,6}` (so an MTA in
 //! another network namespace works).
+//!
+//! This file is the shared part: loading, attaching, following processes, reading the ring.
+//! The OpenSSL chains are assembled in [`openssl`](self::openssl), the GnuTLS ones in
+//! [`gnutls`](self::gnutls); both are pure functions of the decoded records.
 //!
 //! Probes attach per library *file* found in the allow-listed processes' `/proc/PID/maps`
 //! (through `/proc/PID/root`, so a process in another mount namespace works too): one attach
@@ -27,8 +32,7 @@
 //! applications that never ask, a chain is handed out once no certificate arrived for it for
 //! [`QUIET`]. Either way each handshake's chain is handed out once.
 //!
-//! The GnuTLS path (Exim) reads the chain `gnutls_certificate_get_peers` returns, in
-//! [`gnutls`](self::gnutls).
+//! The GnuTLS path (Exim) reads the chain `gnutls_certificate_get_peers` returns.
 //!
 //! Processes are followed through the raw tracepoints `sched_process_exec` / `_exit`
 //! (filtered by the same allow-list in the kernel): a new MTA process is adopted at once (its
@@ -46,26 +50,29 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::uprobe::UProbeScope;
 use aya::programs::{RawTracePoint, UProbe};
 use aya::Ebpf;
 use mxcert_ebpf::tls::{
-    comm_key, counter, SockEndpoints, TlsEvent, AF_INET, COMM_LEN, EVENT_LEN, EV_BIO_FD, EV_CERT,
-    EV_EXEC, EV_EXIT, EV_GNUTLS_CERT, EV_GNUTLS_DEINIT, EV_GNUTLS_OURS, EV_GNUTLS_TRANSPORT,
-    EV_OWN_CERT, EV_PEER, EV_SET_BIO, EV_SOCK, MAP_COMMS, MAP_COUNTERS, MAP_EVENTS, MAX_CERT,
-    MAX_COMMS, PEER_CERT_FUNCTIONS, PROGS_SOCK_IO, PROG_BIO_INT_CTRL, PROG_D2I_X509,
-    PROG_GNUTLS_DEINIT, PROG_GNUTLS_OURS, PROG_GNUTLS_OURS_RET, PROG_GNUTLS_PEERS,
-    PROG_GNUTLS_PEERS_RET, PROG_GNUTLS_TRANSPORT, PROG_GNUTLS_TRANSPORT_INT, PROG_I2D_X509,
-    PROG_I2D_X509_RET, PROG_PEER_CERT_ENTER, PROG_PEER_CERT_RET, PROG_SCHED_EXEC, PROG_SCHED_EXIT,
-    PROG_SSL_ENTER, PROG_SSL_SET_BIO, SOCK_LEN, SSL_ENTRY_POINTS,
+    comm_key, counter, SockEndpoints, SockOffsets, TlsEvent, AF_INET, AF_INET6, COMM_LEN,
+    EVENT_LEN, EV_BIO_FD, EV_CERT, EV_EXEC, EV_EXIT, EV_GNUTLS_CERT, EV_GNUTLS_DEINIT,
+    EV_GNUTLS_OURS, EV_GNUTLS_TRANSPORT, EV_OWN_CERT, EV_PEER, EV_SET_BIO, EV_SOCK, MAP_COMMS,
+    MAP_COUNTERS, MAP_EVENTS, MAP_SOCK_OFFSETS, MAX_CERT, MAX_COMMS, PEER_CERT_FUNCTIONS,
+    PROGS_SOCK_IO, PROG_BIO_INT_CTRL, PROG_D2I_X509, PROG_GNUTLS_DEINIT, PROG_GNUTLS_OURS,
+    PROG_GNUTLS_OURS_RET, PROG_GNUTLS_PEERS, PROG_GNUTLS_PEERS_RET, PROG_GNUTLS_TRANSPORT,
+    PROG_GNUTLS_TRANSPORT_INT, PROG_I2D_X509, PROG_I2D_X509_RET, PROG_PEER_CERT_ENTER,
+    PROG_PEER_CERT_RET, PROG_SCHED_EXEC, PROG_SCHED_EXIT, PROG_SSL_ENTER, PROG_SSL_SET_BIO,
+    SOCK_LEN, SSL_ENTRY_POINTS,
 };
 
 use super::bpfobj::{BpfObject, Parts};
 use super::ebpf::{clock_ns, load_error};
 use super::{FlowTuple, LiveError};
 
+mod btf;
 mod gnutls;
+mod openssl;
 mod own;
 
 const BACKEND: &str = "tls-library";
@@ -85,6 +92,9 @@ pub const MAX_CHAIN: usize = 16;
 pub const MAX_TRACKED: usize = 65_536;
 /// Most ring records handled per poll.
 pub const MAX_RECORDS_PER_POLL: usize = 65_536;
+/// How often [`TlsProbes::poll`] looks at the ring while it waits: the kernel side does not
+/// wake the reader per record. Bounds the delay a waiting caller adds to a chain.
+pub const POLL_TICK: Duration = Duration::from_millis(10);
 /// How long a process that just exec'd is watched for its libssl mapping: the dynamic loader
 /// maps the libraries after the exec returns (the tracepoint fires before), within
 /// milliseconds; a program still without libssl then is adopted as it is (and reported).
@@ -108,6 +118,9 @@ pub struct PeerChain {
     pub ders: Vec<Vec<u8>>,
     /// Some certificate was longer than `MAX_CERT` and is cut.
     pub truncated: bool,
+    /// `local`/`remote` were taken in the kernel at the handshake's socket I/O (`EV_SOCK`),
+    /// not looked up in /proc.
+    pub kernel_mapped: bool,
     /// The chain this process SENT on the connection (its own, read as libssl encodes it, or
     /// GnuTLS's `gnutls_certificate_get_ours`: the leaf only), not the one it received; empty:
     /// it sent none. `local`/`remote` are still the sending process's endpoints.
@@ -169,21 +182,21 @@ pub struct TlsCounters {
     pub exits: u64,
     /// Kernel: connection endpoints taken at the handshake's TCP I/O (`EV_SOCK`).
     pub sockets: u64,
-    /// Kernel: connections on a non-`AF_INET` socket (IPv6): left to the /proc lookup.
+    /// Kernel: connections on an IPv6 socket whose address offsets are unknown (no kernel
+    /// BTF): left to the /proc lookup.
     pub sock_not_inet: u64,
-    /// User: certificates of our own chains (as sent) kept, and own chains handed out.
+    /// Kernel: of `sockets`, those with IPv6 endpoints, and those of an IPv6 socket carrying
+    /// IPv4-mapped addresses (a dual-stack listener's IPv4 peer), sent as IPv4.
+    pub sockets_v6: u64,
+    pub sockets_v4_mapped: u64,
+    /// User: chains handed out whose endpoints came from the kernel (`EV_SOCK`), and from the
+    /// /proc lookup by fd (the fallback; `unmapped` counts those with neither).
+    pub kernel_mapped: u64,
+    pub proc_mapped: u64,
+    /// User: certificates of our own chains (as sent) kept, and own chains handed out (not
+    /// in `chains`).
     pub own_certs: u64,
     pub own_chains: u64,
-}
-
-#[derive(Default)]
-struct Conn {
-    comm: String,
-    local: Option<SocketAddr>,
-    remote: Option<SocketAddr>,
-    ders: Vec<Vec<u8>>,
-    truncated: bool,
-    last_cert_ns: u64,
 }
 
 /// What we know of an allow-listed process.
@@ -205,26 +218,15 @@ pub struct TlsProbes {
     allow: Vec<String>,
     /// Library files attached, by (device, inode).
     attached: HashSet<(u64, u64)>,
-    /// Links made, by (device, inode, program, symbol): a file whose attach failed part-way
-    /// (the process whose /proc/PID/root led to it exited meanwhile) is retried through another
-    /// process without probing a function twice, which would send each certificate twice.
-    links: HashSet<(u64, u64, &'static str, &'static str)>,
+    /// Links made, by (device, inode, program, symbol) ([`links_to_make`]).
+    links: HashSet<Link>,
     procs: HashMap<u32, Proc>,
     /// Allow-listed processes seen mapping no TLS library (not adopted).
     bare: HashSet<u32>,
-    bios: HashMap<(u32, u64), i32>,
-    conns: HashMap<(u32, u64), Conn>,
+    openssl: openssl::Openssl,
     reported: HashSet<String>,
     reports: Vec<String>,
-    /// Chains closed by a new `SSL_set_bio` on the same `SSL*`, by the end of the handshake or
-    /// by the process's exit, handed out at the next flush.
-    pending: Vec<PeerChain>,
     gnutls: gnutls::Gnutls,
-    /// Our own chains as sent, per (process, `SSL*`).
-    own: own::Own,
-    /// (process, `SSL*`) whose chain was handed out: a second peer-certificate call of the
-    /// same handshake hands out nothing. Cleared by the next handshake on that `SSL*`.
-    handed: HashSet<(u32, u64)>,
     /// Processes that just exec'd, waiting for their libssl mapping, with the deadline
     /// (monotonic ns).
     adopting: Vec<(u32, u64)>,
@@ -305,7 +307,14 @@ impl TlsProbes {
         // /proc lookup alone maps connections, and the operator is told. Loaded last: the
         // tests read their ids at the end of `program_ids`.
         let mut reports = Vec::new();
-        if let Err(e) = attach_raw_tracepoints(ebpf, &PROGS_SOCK_IO, &mut program_ids) {
+        if let Err(e) = set_sock_offsets(ebpf) {
+            reports.push(format!(
+                "{e}: IPv6 TLS connections are mapped to their TCP endpoints through /proc \
+                 only (those closed before the lookup lack them); IPv4 ones in the kernel"
+            ));
+        }
+        let kernel_sockets = attach_raw_tracepoints(ebpf, &PROGS_SOCK_IO, &mut program_ids);
+        if let Err(e) = &kernel_sockets {
             reports.push(format!(
                 "{e}: TLS connections closed before their socket is looked up in /proc will \
                  lack their TCP endpoints"
@@ -341,14 +350,10 @@ impl TlsProbes {
             links: HashSet::new(),
             procs: HashMap::new(),
             bare: HashSet::new(),
-            bios: HashMap::new(),
-            conns: HashMap::new(),
+            openssl: openssl::Openssl::new(socket_endpoints, kernel_sockets.is_ok()),
             reported: HashSet::new(),
             reports,
-            pending: Vec::new(),
             gnutls: gnutls::Gnutls::default(),
-            own: own::Own::default(),
-            handed: HashSet::new(),
             adopting: Vec::new(),
             program_ids,
             counters: TlsCounters::default(),
@@ -502,57 +507,20 @@ impl TlsProbes {
         (dev, ino): (u64, u64),
         kind: LibKind,
     ) -> Result<(), LiveError> {
-        let points: Vec<(&'static str, &'static str)> = match kind {
-            LibKind::Ssl => SSL_ENTRY_POINTS
-                .iter()
-                .map(|s| (PROG_SSL_ENTER, *s))
-                .chain([(PROG_SSL_SET_BIO, "SSL_set_bio")])
-                .collect(),
-            LibKind::Crypto => vec![
-                (PROG_D2I_X509, "d2i_X509"),
-                (PROG_BIO_INT_CTRL, "BIO_int_ctrl"),
-                (PROG_I2D_X509, "i2d_X509"),
-                (PROG_I2D_X509_RET, "i2d_X509"),
-            ],
-            LibKind::Gnutls => vec![
-                (PROG_GNUTLS_PEERS, "gnutls_certificate_get_peers"),
-                (PROG_GNUTLS_PEERS_RET, "gnutls_certificate_get_peers"),
-                (PROG_GNUTLS_TRANSPORT_INT, "gnutls_transport_set_int2"),
-                (PROG_GNUTLS_TRANSPORT, "gnutls_transport_set_ptr"),
-                (PROG_GNUTLS_TRANSPORT, "gnutls_transport_set_ptr2"),
-                (PROG_GNUTLS_DEINIT, "gnutls_deinit"),
-                (PROG_GNUTLS_OURS, "gnutls_certificate_get_ours"),
-                (PROG_GNUTLS_OURS_RET, "gnutls_certificate_get_ours"),
-                (PROG_SSL_ENTER, "gnutls_handshake"),
-            ],
-        };
         let mut guard = self.object.lock();
-        for (prog, symbol) in points {
-            if self.links.contains(&(dev, ino, prog, symbol)) {
-                continue;
-            }
-            uprobe(&mut guard, prog)?
-                .attach(symbol, path, UProbeScope::AllProcesses)
-                .map_err(|e| load_error(&format!("attaching {prog} to {symbol} in {path}"), &e))?;
-            self.links.insert((dev, ino, prog, symbol));
-        }
-        if kind == LibKind::Ssl {
-            // The end-of-handshake signal is optional: a libssl without these exports (before
-            // OpenSSL 3) still gets its chains, on the QUIET timer.
-            for symbol in PEER_CERT_FUNCTIONS {
-                for prog in [PROG_PEER_CERT_ENTER, PROG_PEER_CERT_RET] {
-                    if self.links.contains(&(dev, ino, prog, symbol)) {
-                        continue;
-                    }
-                    match uprobe(&mut guard, prog)?.attach(symbol, path, UProbeScope::AllProcesses)
-                    {
-                        Ok(_) => {
-                            self.links.insert((dev, ino, prog, symbol));
-                        }
-                        Err(e) => {
-                            tracing::debug!(%symbol, %path, error = %e, "no end-of-handshake probe")
-                        }
-                    }
+        for (prog, symbol, required) in links_to_make(&self.links, (dev, ino), kind) {
+            match uprobe(&mut guard, prog)?.attach(symbol, path, UProbeScope::AllProcesses) {
+                Ok(_) => {
+                    self.links.insert((dev, ino, prog, symbol));
+                }
+                Err(e) if required => {
+                    return Err(load_error(
+                        &format!("attaching {prog} to {symbol} in {path}"),
+                        &e,
+                    ));
+                }
+                Err(e) => {
+                    tracing::debug!(%symbol, %path, error = %e, "no end-of-handshake probe")
                 }
             }
         }
@@ -584,24 +552,41 @@ impl TlsProbes {
             gnutls_peers: get(counter::GNUTLS_PEERS),
             sockets: get(counter::SOCKETS),
             sock_not_inet: get(counter::SOCK_NOT_INET),
+            sockets_v6: get(counter::SOCKETS_V6),
+            sockets_v4_mapped: get(counter::SOCKETS_V4_MAPPED),
             ..self.counters
         }
     }
 
-    /// Waits up to `timeout` for records, then hands every complete chain to `f`; returns how
-    /// many chains were handed out.
+    /// Reads the records, then hands every complete chain to `f`; returns how many chains
+    /// were handed out. While none is, waits up to `timeout` (`Duration::ZERO`: not at all)
+    /// in ticks of [`POLL_TICK`]: the kernel side does not wake the reader (a wakeup costs
+    /// the MTA more than the probe itself, see `Wake` in monitor-ebpf), so the ring is looked
+    /// at again each tick, and at once when an exec record wakes it.
     pub fn poll(
         &mut self,
         timeout: Duration,
         f: &mut dyn FnMut(PeerChain),
     ) -> Result<usize, LiveError> {
-        if self.drain() == 0 {
+        let start = std::time::Instant::now();
+        loop {
+            self.drain();
+            let now = monotonic_ns();
+            if !self.adopting.is_empty() {
+                self.adopt_new(now);
+            }
+            let n = self.flush(now, f);
+            let left = timeout.saturating_sub(start.elapsed());
+            if n > 0 || left.is_zero() {
+                return Ok(n);
+            }
             let mut pfd = libc::pollfd {
                 fd: self.ring.as_raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
             };
-            let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+            let ms = left.min(POLL_TICK).as_millis().max(1);
+            let ms = libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX);
             // SAFETY: one valid pollfd for the duration of the call.
             if unsafe { libc::poll(&mut pfd, 1, ms) } < 0 {
                 let e = io::Error::last_os_error();
@@ -609,13 +594,7 @@ impl TlsProbes {
                     return Err(failed(format!("poll on the ring buffer: {e}")));
                 }
             }
-            self.drain();
         }
-        let now = monotonic_ns();
-        if !self.adopting.is_empty() {
-            self.adopt_new(now);
-        }
-        Ok(self.flush(now, f))
     }
 
     fn drain(&mut self) -> usize {
@@ -636,39 +615,13 @@ impl TlsProbes {
             return;
         };
         match ev.kind {
-            EV_BIO_FD => {
-                if self.bios.len() >= MAX_TRACKED && !self.bios.contains_key(&(ev.tgid, ev.bio)) {
-                    self.counters.table_full += 1;
-                    return;
-                }
-                self.bios.insert((ev.tgid, ev.bio), ev.fd);
-            }
+            EV_BIO_FD => self
+                .openssl
+                .bio_fd(ev.tgid, ev.bio, ev.fd, &mut self.counters),
             EV_SET_BIO => {
-                let key = (ev.tgid, ev.ssl);
-                // A new connection on this SSL*: what the old one had is complete.
-                self.handed.remove(&key);
-                self.own.reset(key);
-                if let Some(old) = self.conns.remove(&key) {
-                    if !old.ders.is_empty() {
-                        let chain = self.finish(key, old);
-                        self.pending.push(chain);
-                    }
-                }
-                if self.conns.len() >= MAX_TRACKED {
-                    self.counters.table_full += 1;
-                    return;
-                }
-                let mut conn = Conn {
-                    comm: self.comm(ev.tgid),
-                    ..Conn::default()
-                };
-                if let Some(&fd) = self.bios.get(&(ev.tgid, ev.bio)) {
-                    if let Some((l, r)) = socket_endpoints(ev.tgid, fd) {
-                        conn.local = Some(l);
-                        conn.remote = Some(r);
-                    }
-                }
-                self.conns.insert(key, conn);
+                let comm = self.comm(ev.tgid);
+                self.openssl
+                    .set_bio((ev.tgid, ev.ssl), ev.bio, comm, &mut self.counters);
             }
             EV_CERT => {
                 if !self.in_libssl_text(ev.tgid, ev.caller) {
@@ -679,20 +632,10 @@ impl TlsProbes {
                     self.counters.no_ssl += 1;
                     return;
                 }
-                let key = (ev.tgid, ev.ssl);
-                // A certificate after the chain was handed out: a new handshake on the same
-                // SSL* (renegotiation, or `SSL_clear` reuse).
-                self.handed.remove(&key);
-                let Some(conn) = self.conn_mut(key) else {
-                    return;
-                };
-                if conn.ders.len() >= MAX_CHAIN {
-                    self.counters.chain_overflow += 1;
-                    return;
-                }
-                conn.truncated |= ev.data_len < ev.der_len;
-                conn.ders.push(data.to_vec());
-                conn.last_cert_ns = ev.ktime_ns;
+                let procs = &self.procs;
+                let comm = |tgid| comm_of_proc(procs, tgid);
+                self.openssl
+                    .cert((ev.tgid, ev.ssl), &ev, data, &comm, &mut self.counters);
             }
             EV_SOCK => {
                 let Some((local, remote)) = sock_endpoints(data) else {
@@ -702,14 +645,15 @@ impl TlsProbes {
                 if self.gnutls.set_endpoints((ev.tgid, ev.ssl), local, remote) {
                     return;
                 }
-                // The kernel's endpoints win over the /proc lookup: they were taken during
-                // the handshake, while /proc was read later by fd number, which a closed
-                // connection may have handed on to the next one.
-                let Some(conn) = self.conn_mut((ev.tgid, ev.ssl)) else {
-                    return;
-                };
-                conn.local = Some(local);
-                conn.remote = Some(remote);
+                let procs = &self.procs;
+                let comm = |tgid| comm_of_proc(procs, tgid);
+                self.openssl.set_endpoints(
+                    (ev.tgid, ev.ssl),
+                    local,
+                    remote,
+                    &comm,
+                    &mut self.counters,
+                );
             }
             EV_OWN_CERT => {
                 // Our chain is encoded by libssl; other `i2d_X509` callers inside an SSL call
@@ -718,33 +662,29 @@ impl TlsProbes {
                     self.counters.not_peer += 1;
                     return;
                 }
-                self.own
-                    .cert((ev.tgid, ev.ssl), &ev, data, &mut self.counters);
+                self.openssl
+                    .own_cert((ev.tgid, ev.ssl), &ev, data, &mut self.counters);
             }
             EV_GNUTLS_CERT | EV_GNUTLS_TRANSPORT | EV_GNUTLS_DEINIT | EV_GNUTLS_OURS => {
                 let procs = &self.procs;
                 let comm = |tgid| comm_of_proc(procs, tgid);
                 self.gnutls.handle(&ev, data, &comm, &mut self.counters);
             }
-            EV_PEER => self.handshake_ended((ev.tgid, ev.ssl), ev.caller),
+            EV_PEER => {
+                self.openssl
+                    .handshake_ended((ev.tgid, ev.ssl), ev.caller, &mut self.counters)
+            }
             EV_EXEC => {
                 self.counters.execs += 1;
-                if self
-                    .procs
-                    .get(&ev.tgid)
-                    .is_some_and(|p| p.read_ns > ev.ktime_ns && !p.ssl_text.is_empty())
-                {
-                    // Adopted by a /proc scan after this exec: its maps are the new image's,
-                    // and the process may be gone by now (a short one), so they are kept.
+                let Some(deadline) = exec_adoption(self.procs.get(&ev.tgid), ev.ktime_ns) else {
                     return;
-                }
+                };
                 // The old image is gone: so are its connections and mappings.
                 self.forget(ev.tgid);
                 if self.adopting.len() >= MAX_ADOPTING {
                     self.counters.table_full += 1;
                     return;
                 }
-                let deadline = ev.ktime_ns.saturating_add(ADOPT_WAIT.as_nanos() as u64);
                 self.adopting.push((ev.tgid, deadline));
             }
             EV_EXIT => {
@@ -755,79 +695,12 @@ impl TlsProbes {
         }
     }
 
-    /// The application asked for the peer's certificate of `key`: the handshake is over.
-    /// `x509` is what the call returned (0: the peer sent no certificate).
-    fn handshake_ended(&mut self, key: (u32, u64), x509: u64) {
-        if self.handed.contains(&key) {
-            // Asked again in the same connection (Postfix asks during verification and for
-            // logging): the chain went out with the first call.
-            return;
-        }
-        // A connection whose `SSL_set_bio` was never seen (it began before mxcert) cannot be
-        // tied to a socket: nothing to hand out.
-        let Some(conn) = self.conns.remove(&key) else {
-            return;
-        };
-        self.counters.handshakes_ended += 1;
-        self.mark_handed(key);
-        if conn.ders.is_empty() && x509 != 0 {
-            // The library has a peer certificate it did not parse in this handshake: the
-            // session was resumed (RFC 8446 §2.2), its chain came with the original one, and
-            // so did ours.
-            self.counters.resumed += 1;
-            self.own.take(key);
-            return;
-        }
-        if conn.ders.is_empty() {
-            self.counters.no_peer_certificate += 1;
-        }
-        self.hand_out(key, conn, true);
-    }
-
-    /// Queues the chain `key` received and the one it sent. `ended`: the application signalled
-    /// the end of the handshake, so an empty sent chain means "sent none"; on the [`QUIET`]
-    /// timer it may only mean "not yet", and is not handed out.
-    fn hand_out(&mut self, key: (u32, u64), conn: Conn, ended: bool) {
-        let sent = self.own.take(key);
-        let chain = self.finish(key, conn);
-        if ended || !sent.ders.is_empty() {
-            self.counters.own_chains += 1;
-            self.pending.push(PeerChain {
-                ders: sent.ders,
-                truncated: sent.truncated,
-                sent: true,
-                ..chain.clone()
-            });
-        }
-        self.pending.push(chain);
-    }
-
-    fn mark_handed(&mut self, key: (u32, u64)) {
-        if self.handed.len() >= MAX_TRACKED {
-            // Bounded: losing the marks costs at most a duplicate empty chain for a
-            // connection asked twice, which the join ignores after its record went out.
-            self.counters.table_full += 1;
-            self.handed.clear();
-        }
-        self.handed.insert(key);
-    }
-
     /// Process `tgid` exited or replaced its image: hands out the chains it had complete and
     /// forgets the rest of it.
     fn forget(&mut self, tgid: u32) {
-        let keys: Vec<(u32, u64)> = self.conns.keys().filter(|k| k.0 == tgid).copied().collect();
-        for k in keys {
-            let c = self.conns.remove(&k).expect("listed above");
-            if !c.ders.is_empty() {
-                let chain = self.finish(k, c);
-                self.pending.push(chain);
-            }
-        }
-        self.bios.retain(|k, _| k.0 != tgid);
-        self.handed.retain(|k| k.0 != tgid);
+        self.openssl.forget(tgid, &mut self.counters);
         self.adopting.retain(|a| a.0 != tgid);
         self.gnutls.forget(tgid);
-        self.own.forget(tgid);
         self.procs.remove(&tgid);
     }
 
@@ -836,15 +709,7 @@ impl TlsProbes {
         let waiting = std::mem::take(&mut self.adopting);
         for (pid, deadline) in waiting {
             let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-            // Ready once both libraries' text is mapped: ld.so maps a library's whole range
-            // read-only first and its executable segment after (elf/dl-map-segments.h), and
-            // libssl's text is what tells a peer's chain from other loads.
-            let libs = parse_maps(&maps);
-            let mapped = |k: LibKind| libs.iter().any(|l| l.kind == k && l.exec);
-            // GnuTLS (Exim) needs only its one library.
-            let ready =
-                (mapped(LibKind::Ssl) && mapped(LibKind::Crypto)) || mapped(LibKind::Gnutls);
-            if ready || now >= deadline {
+            if ready_for_adoption(&parse_maps(&maps)) || now >= deadline {
                 let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
                     continue; // gone already
                 };
@@ -894,72 +759,107 @@ impl TlsProbes {
             .any(|&(lo, hi)| (lo..hi).contains(&addr))
     }
 
-    /// The connection `key`, added when new (`None`, counted, when the table is full).
-    fn conn_mut(&mut self, key: (u32, u64)) -> Option<&mut Conn> {
-        if !self.conns.contains_key(&key) {
-            if self.conns.len() >= MAX_TRACKED {
-                self.counters.table_full += 1;
-                return None;
-            }
-            let comm = self.comm(key.0);
-            self.conns.insert(
-                key,
-                Conn {
-                    comm,
-                    ..Conn::default()
-                },
-            );
-        }
-        self.conns.get_mut(&key)
-    }
-
     fn comm(&self, tgid: u32) -> String {
         comm_of_proc(&self.procs, tgid)
-    }
-
-    fn finish(&mut self, (tgid, ssl): (u32, u64), c: Conn) -> PeerChain {
-        if c.local.is_none() {
-            self.counters.unmapped += 1;
-        }
-        PeerChain {
-            tgid,
-            comm: c.comm,
-            ssl,
-            local: c.local,
-            remote: c.remote,
-            ders: c.ders,
-            truncated: c.truncated,
-            sent: false,
-        }
     }
 
     /// Hands out the chains complete at `now` (monotonic ns): those whose end was signalled
     /// or whose process ended, then, for applications that never ask for the peer
     /// certificate, those quiet for [`QUIET`].
     fn flush(&mut self, now: u64, f: &mut dyn FnMut(PeerChain)) -> usize {
-        let quiet = QUIET.as_nanos() as u64;
-        let done: Vec<(u32, u64)> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| !c.ders.is_empty() && now.saturating_sub(c.last_cert_ns) >= quiet)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in done {
-            let c = self.conns.remove(&k).expect("listed above");
-            self.mark_handed(k);
-            self.hand_out(k, c, false);
-        }
-        let mut out = std::mem::take(&mut self.pending);
+        let mut out = self.openssl.take_ready(now, &mut self.counters);
         // GnuTLS chains are complete when handed over, empty ones included: the library
         // returned NULL after the handshake, the peer sent no certificate.
         out.extend(self.gnutls.take_ready());
         let n = out.len();
-        self.counters.chains += n as u64;
+        for c in out.iter().filter(|c| !c.sent) {
+            self.counters.chains += 1;
+            match (c.local.is_some(), c.kernel_mapped) {
+                (true, true) => self.counters.kernel_mapped += 1,
+                (true, false) => self.counters.proc_mapped += 1,
+                (false, _) => {}
+            }
+        }
         for c in out {
             f(c);
         }
         n
     }
+}
+
+/// What an exec record of a process at `exec_ns` means, given what is known of it: `None`
+/// when a /proc scan read its maps after the exec (they are the new image's, and the process
+/// may be gone by now, a short one, so they are kept), else the deadline of the wait for the
+/// new image's libssl mapping ([`ADOPT_WAIT`]); the caller forgets the old image then.
+fn exec_adoption(known: Option<&Proc>, exec_ns: u64) -> Option<u64> {
+    if known.is_some_and(|p| p.read_ns > exec_ns && !p.ssl_text.is_empty()) {
+        return None;
+    }
+    Some(exec_ns.saturating_add(ADOPT_WAIT.as_nanos() as u64))
+}
+
+/// Whether a process's maps show what adoption needs: both libssl's and libcrypto's text
+/// (ld.so maps a library's whole range read-only first and its executable segment after,
+/// elf/dl-map-segments.h, and libssl's text is what tells a peer's chain from other loads),
+/// or libgnutls's (Exim needs only that one).
+fn ready_for_adoption(libs: &[LibMap]) -> bool {
+    let mapped = |k: LibKind| libs.iter().any(|l| l.kind == k && l.exec);
+    (mapped(LibKind::Ssl) && mapped(LibKind::Crypto)) || mapped(LibKind::Gnutls)
+}
+
+/// The probes of one library file: (program, symbol, required). Optional ones (the
+/// end-of-handshake signal) may be missing from the library (before OpenSSL 3): its chains
+/// then go out on the [`QUIET`] timer.
+fn probe_points(kind: LibKind) -> Vec<(&'static str, &'static str, bool)> {
+    match kind {
+        LibKind::Ssl => SSL_ENTRY_POINTS
+            .iter()
+            .map(|s| (PROG_SSL_ENTER, *s, true))
+            .chain([(PROG_SSL_SET_BIO, "SSL_set_bio", true)])
+            .chain(PEER_CERT_FUNCTIONS.iter().flat_map(|s| {
+                [
+                    (PROG_PEER_CERT_ENTER, *s, false),
+                    (PROG_PEER_CERT_RET, *s, false),
+                ]
+            }))
+            .collect(),
+        LibKind::Crypto => vec![
+            (PROG_D2I_X509, "d2i_X509", true),
+            (PROG_BIO_INT_CTRL, "BIO_int_ctrl", true),
+            (PROG_I2D_X509, "i2d_X509", true),
+            (PROG_I2D_X509_RET, "i2d_X509", true),
+        ],
+        LibKind::Gnutls => vec![
+            (PROG_GNUTLS_PEERS, "gnutls_certificate_get_peers", true),
+            (PROG_GNUTLS_PEERS_RET, "gnutls_certificate_get_peers", true),
+            (PROG_GNUTLS_TRANSPORT_INT, "gnutls_transport_set_int2", true),
+            (PROG_GNUTLS_TRANSPORT, "gnutls_transport_set_ptr", true),
+            (PROG_GNUTLS_TRANSPORT, "gnutls_transport_set_ptr2", true),
+            (PROG_GNUTLS_DEINIT, "gnutls_deinit", true),
+            (PROG_GNUTLS_OURS, "gnutls_certificate_get_ours", true),
+            (PROG_GNUTLS_OURS_RET, "gnutls_certificate_get_ours", true),
+            (PROG_SSL_ENTER, "gnutls_handshake", true),
+        ],
+    }
+}
+
+/// A link made: (device, inode, program, symbol).
+type Link = (u64, u64, &'static str, &'static str);
+
+/// The probes of file (`dev`, `ino`) still to attach: those of `kind` without a link yet. A
+/// file whose attach failed part-way (the process whose /proc/PID/root led to it exited) is
+/// retried through another process without probing a function twice, which would send each
+/// certificate twice; the same file reached through another path (another mount namespace)
+/// is the same (device, inode).
+fn links_to_make(
+    links: &HashSet<Link>,
+    (dev, ino): (u64, u64),
+    kind: LibKind,
+) -> Vec<(&'static str, &'static str, bool)> {
+    probe_points(kind)
+        .into_iter()
+        .filter(|&(prog, symbol, _)| !links.contains(&(dev, ino, prog, symbol)))
+        .collect()
 }
 
 fn comm_of_proc(procs: &HashMap<u32, Proc>, tgid: u32) -> String {
@@ -969,6 +869,22 @@ fn comm_of_proc(procs: &HashMap<u32, Proc>, tgid: u32) -> String {
         .or_else(|| std::fs::read_to_string(format!("/proc/{tgid}/comm")).ok())
         .map(|c| c.trim_end_matches('\n').to_string())
         .unwrap_or_default()
+}
+
+/// Writes the `struct sock_common` offsets of the running kernel, read from its BTF, for the
+/// socket tracepoints; on error the program keeps its IPv4-only defaults.
+fn set_sock_offsets(ebpf: &mut Ebpf) -> Result<(), LiveError> {
+    let offsets = btf::Btf::vmlinux()
+        .and_then(|b| btf::sock_offsets(&b))
+        .map_err(|e| failed(format!("no socket offsets from the kernel's BTF ({e})")))?;
+    let map = ebpf
+        .map_mut(MAP_SOCK_OFFSETS)
+        .ok_or_else(|| failed(format!("the object has no map {MAP_SOCK_OFFSETS}")))?;
+    let mut array: Array<&mut MapData, SockOffsets> =
+        Array::try_from(map).map_err(|e| failed(format!("{MAP_SOCK_OFFSETS}: {e}")))?;
+    array
+        .set(0, offsets, 0)
+        .map_err(|e| failed(format!("writing {MAP_SOCK_OFFSETS}: {e}")))
 }
 
 /// Loads and attaches the raw tracepoint programs `progs` (name, tracepoint), adding their
@@ -1081,13 +997,19 @@ fn sock_endpoints(data: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
     // SAFETY: SockEndpoints is plain old data (aya::Pod) and data holds SOCK_LEN bytes; the
     // read is unaligned-safe.
     let ep: SockEndpoints = unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
-    if ep.family != AF_INET {
-        return None;
-    }
-    let v4 = |a: [u8; 16]| IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]));
+    let ip = |a: [u8; 16]| match ep.family {
+        AF_INET => Some(IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))),
+        // The kernel sends IPv4-mapped addresses as AF_INET; should one come as AF_INET6
+        // anyway, it is keyed as IPv4 all the same, like the wire side.
+        AF_INET6 => {
+            let v6 = Ipv6Addr::from(a);
+            Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4))
+        }
+        _ => None,
+    };
     Some((
-        SocketAddr::new(v4(ep.local), ep.local_port),
-        SocketAddr::new(v4(ep.remote), ep.remote_port),
+        SocketAddr::new(ip(ep.local)?, ep.local_port),
+        SocketAddr::new(ip(ep.remote)?, ep.remote_port),
     ))
 }
 
@@ -1217,7 +1139,7 @@ mod tests {
     }
 
     #[test]
-    fn socket_records_give_ipv4_endpoints() {
+    fn socket_records_give_ipv4_and_ipv6_endpoints() {
         let mut ep = SockEndpoints {
             family: AF_INET,
             local_port: 25,
@@ -1233,10 +1155,95 @@ mod tests {
         assert_eq!(l, "198.18.40.1:25".parse().unwrap());
         assert_eq!(r, "198.18.40.2:40000".parse().unwrap());
         assert!(sock_endpoints(&data[..SOCK_LEN - 1]).is_none());
-        ep.family = 10;
-        // SAFETY: as above.
-        unsafe { std::ptr::write_unaligned(data.as_mut_ptr().cast(), ep) };
-        assert!(sock_endpoints(&data).is_none());
+        let put = |ep: SockEndpoints| {
+            let mut data = vec![0u8; SOCK_LEN];
+            // SAFETY: data holds SOCK_LEN bytes.
+            unsafe { std::ptr::write_unaligned(data.as_mut_ptr().cast(), ep) };
+            sock_endpoints(&data)
+        };
+        ep.family = 1; // AF_UNIX: never sent, refused.
+        assert!(put(ep).is_none());
+        ep.family = AF_INET6;
+        ep.local = "::1".parse::<Ipv6Addr>().unwrap().octets();
+        ep.remote = "::1".parse::<Ipv6Addr>().unwrap().octets();
+        let (l, r) = put(ep).unwrap();
+        assert_eq!(l, "[::1]:25".parse().unwrap());
+        assert_eq!(r, "[::1]:40000".parse().unwrap());
+        ep.remote = "::ffff:198.18.90.2".parse::<Ipv6Addr>().unwrap().octets();
+        assert_eq!(put(ep).unwrap().1, "198.18.90.2:40000".parse().unwrap());
+    }
+
+    fn proc_read_at(read_ns: u64, ssl_text: Vec<(u64, u64)>) -> Proc {
+        Proc {
+            comm: "smtpd".into(),
+            ssl_text,
+            read_ns,
+        }
+    }
+
+    #[test]
+    fn an_exec_record_readopts_unless_the_new_image_was_read_after_it() {
+        let wait = ADOPT_WAIT.as_nanos() as u64;
+        // Unknown process: adopted once its libraries are mapped, within ADOPT_WAIT.
+        assert_eq!(exec_adoption(None, 1_000), Some(1_000 + wait));
+        // Maps read before the exec are the old image's.
+        let old = proc_read_at(500, vec![(1, 2)]);
+        assert_eq!(exec_adoption(Some(&old), 1_000), Some(1_000 + wait));
+        // Read after it (a /proc scan ran before the ring was read): kept, even if the
+        // process is gone by now.
+        let new = proc_read_at(2_000, vec![(1, 2)]);
+        assert_eq!(exec_adoption(Some(&new), 1_000), None);
+        // Read after it but before its loader mapped libssl: looked at again.
+        let early = proc_read_at(2_000, Vec::new());
+        assert_eq!(exec_adoption(Some(&early), 1_000), Some(1_000 + wait));
+    }
+
+    #[test]
+    fn adoption_waits_for_both_openssl_libraries_or_gnutls() {
+        let line = |kind: &str, perms: &str| {
+            format!("7f10a0020000-7f10a0080000 {perms} 00020000 08:01 1 /usr/lib/{kind}\n")
+        };
+        let ready = |maps: &str| ready_for_adoption(&parse_maps(maps));
+        // ld.so maps a library read-only first, its text after.
+        let ssl_ro = line("libssl.so.3", "r--p");
+        let ssl_x = line("libssl.so.3", "r-xp");
+        let crypto_x = line("libcrypto.so.3", "r-xp");
+        assert!(!ready(""));
+        assert!(!ready(&(ssl_ro.clone() + &crypto_x)));
+        assert!(!ready(&ssl_x));
+        assert!(ready(&(ssl_ro + &ssl_x + &crypto_x)));
+        assert!(ready(&line("libgnutls.so.30", "r-xp")));
+    }
+
+    #[test]
+    fn each_function_of_a_file_is_probed_once_per_program() {
+        let mut links = HashSet::new();
+        let file = (8, 1234);
+        let all = links_to_make(&links, file, LibKind::Ssl);
+        // The SSL entry points, SSL_set_bio, and both peer-certificate functions' entry and
+        // return (optional: a libssl before OpenSSL 3 lacks them).
+        assert_eq!(all.len(), SSL_ENTRY_POINTS.len() + 1 + 4);
+        assert_eq!(all.iter().filter(|p| !p.2).count(), 4);
+        // An attach that failed part-way: the retry (through another process's
+        // /proc/PID/root, same device and inode) makes only the missing links.
+        for &(prog, symbol, _) in &all[..3] {
+            links.insert((file.0, file.1, prog, symbol));
+        }
+        let rest = links_to_make(&links, file, LibKind::Ssl);
+        assert_eq!(rest, all[3..].to_vec());
+        for &(prog, symbol, _) in &rest {
+            links.insert((file.0, file.1, prog, symbol));
+        }
+        assert!(links_to_make(&links, file, LibKind::Ssl).is_empty());
+        // Another file (a container's copy) gets its own links; the same program on two
+        // symbols (gnutls_transport_set_ptr/_ptr2) is two links.
+        assert_eq!(links_to_make(&links, (8, 99), LibKind::Ssl), all);
+        let gnutls = links_to_make(&links, file, LibKind::Gnutls);
+        let transport = gnutls
+            .iter()
+            .filter(|p| p.0 == PROG_GNUTLS_TRANSPORT)
+            .count();
+        assert_eq!(transport, 2);
     }
 
     #[test]

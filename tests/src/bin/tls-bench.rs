@@ -61,6 +61,9 @@ struct Figures {
     progs: BTreeMap<String, (u64, u64)>,
     handshakes: u64,
     chains: u64,
+    /// Chains whose 4-tuple came from the kernel, from /proc.
+    kernel_mapped: u64,
+    proc_mapped: u64,
 }
 
 /// (kernel name, run time ns, run count) of each of the programs `ids`: every program of the
@@ -159,6 +162,8 @@ fn run(
         if stats.ring_full > 0 {
             eprintln!("tls-bench: {} ring records lost", stats.ring_full);
         }
+        fig.kernel_mapped += stats.kernel_mapped;
+        fig.proc_mapped += stats.proc_mapped;
     }
     // Each run loads its own programs: their counters start at zero.
     for (name, ns, hits) in prog_stats(&ids) {
@@ -288,11 +293,14 @@ fn main() -> Result<()> {
     for mode in [Mode::Listed, Mode::Unlisted] {
         let f = &figs[&mode];
         println!(
-            "\n{} ({} handshakes, {} chains read = {:.2} per handshake):",
+            "\n{} ({} handshakes, {} chains read = {:.2} per handshake; 4-tuples from the \
+             kernel {}, from /proc {}):",
             mode.name(),
             f.handshakes,
             f.chains,
-            f.chains as f64 / f.handshakes as f64
+            f.chains as f64 / f.handshakes as f64,
+            f.kernel_mapped,
+            f.proc_mapped
         );
         let (mut total_ns, mut total_hits) = (0u64, 0u64);
         for (name, &(ns, hits)) in &f.progs {

@@ -28,6 +28,8 @@ struct Session {
     fd: Option<i32>,
     local: Option<SocketAddr>,
     remote: Option<SocketAddr>,
+    /// `local`/`remote` came from the kernel (`EV_SOCK`).
+    kernel_mapped: bool,
     /// Certificates of the result being assembled (records arrive in index order).
     ders: Vec<Vec<u8>>,
     truncated: bool,
@@ -60,6 +62,7 @@ impl Session {
             remote: self.remote,
             ders,
             truncated,
+            kernel_mapped: self.kernel_mapped,
             sent,
         }
     }
@@ -124,6 +127,7 @@ impl Gnutls {
         };
         s.local = Some(local);
         s.remote = Some(remote);
+        s.kernel_mapped = true;
         true
     }
 
