@@ -21,10 +21,11 @@
 //! Addresses 198.18.100-104.x, namespaces `mxo*`, ports 19700-19749.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use mxcert_system_tests::ebpf::require_ebpf;
 use mxcert_system_tests::live;
-use mxcert_system_tests::mta::{certs_dir, require_exim, Exim, Tcpdump};
+use mxcert_system_tests::mta::{certs_dir, require_exim, wait_for, Exim, Tcpdump};
 use mxcert_system_tests::netns::{NetnsPair, Side};
 use mxcert_system_tests::records::{chain_hex, findings_of, records, sessions_between, strings};
 use mxcert_system_tests::uprobe::{
@@ -233,9 +234,11 @@ fn our_exim_server_leaf_is_read_as_sent() {
     let metrics = METRICS + 1;
     let cap = library_capture(&pair, (&out, &log), "25", "exim4", metrics);
     let exim = Exim::start(&pair, dir.join("exim"), &pair.server_ip.to_string()).expect("exim");
-    // libgnutls attached once mxcert adopted the Exim daemon after its exec.
-    live::scrape_when(&pair, metrics, |t| {
-        live::metric(t, "mxcert_tls_library_attached_files").unwrap_or(0) >= 1
+    // libgnutls attached once mxcert adopted the Exim daemon: `exim -bd` forks the daemon and
+    // its exec'd parent exits (a fork is no exec), so that may take the periodic /proc scan.
+    wait_for("libgnutls attached", Duration::from_secs(40), || {
+        live::scrape(&pair, metrics)
+            .is_ok_and(|t| live::metric(&t, "mxcert_tls_library_attached_files").unwrap_or(0) >= 1)
     })
     .expect("libgnutls attached");
     let addr = format!("{}:25", pair.server_ip);
@@ -258,14 +261,7 @@ fn our_exim_server_leaf_is_read_as_sent() {
     assert_no_cleartext_certificates(&wire, &["srv_exim", REMOTE_CLIENT]);
 
     let recs = records(&out);
-    let ours = sessions_between(
-        &recs,
-        &pair.client_ip.to_string(),
-        &pair.server_ip.to_string(),
-        25,
-    );
-    assert_eq!(ours.len(), 1, "one session: {recs:#?}");
-    let s = &ours[0];
+    let s = &session(&recs, &pair, 25);
     eprintln!("exim inbound: {s}");
     assert_eq!(s["tls"]["version"], "TLS1.3");
     assert_eq!(s["tls"]["chain_source"], "uprobe", "{s}");
