@@ -513,9 +513,11 @@ pub mod tls {
     /// `ssl_add_cert_to_wpacket`, ssl/statem/statem_lib.c: the first, with NULL, only measures),
     /// remembers per thread where the DER is written, the return address and the `SSL*`.
     pub const PROG_I2D_X509: &str = "mxcert_i2d_x509";
-    /// Its return: the return value is the length written; sends [`EV_OWN_CERT`] with that
+    /// Its return (names distinct within the kernel's 15-byte program names, so the per-program
+    /// run-time figures of `cargo xtask bench tls-library` tell entry and return apart): the
+    /// return value is the length written; sends [`EV_OWN_CERT`] with that
     /// many bytes (bounded by [`MAX_CERT`]) from the remembered start.
-    pub const PROG_I2D_X509_RET: &str = "mxcert_i2d_x509_ret";
+    pub const PROG_I2D_X509_RET: &str = "mxcert_i2d_ret";
     /// Thread (pid_tgid) → (DER start, return address, `SSL*`) of the `i2d_X509` call in
     /// progress (LRU).
     pub const MAP_I2D_CALLS: &str = "MXCERT_TLS_I2D_CALLS";
@@ -524,11 +526,11 @@ pub mod tls {
     /// [`EV_CERT`]). 48: clear of the kinds other branches add.
     pub const EV_OWN_CERT: u32 = 48;
     /// GnuTLS: `gnutls_certificate_get_ours(session)` entry (remembers the session per thread).
-    pub const PROG_GNUTLS_OURS: &str = "mxcert_gnutls_ours";
+    pub const PROG_GNUTLS_OURS: &str = "mxcert_ours";
     /// Its return: a `const gnutls_datum_t *`, our leaf as sent in the session's last
     /// handshake (NULL: none sent); sends [`EV_GNUTLS_OURS`] (`count` 0 for NULL, else 1 with
     /// the DER).
-    pub const PROG_GNUTLS_OURS_RET: &str = "mxcert_gnutls_ours_ret";
+    pub const PROG_GNUTLS_OURS_RET: &str = "mxcert_ours_ret";
     /// [`TlsEvent::kind`]: the result of `gnutls_certificate_get_ours` for session `ssl`.
     pub const EV_GNUTLS_OURS: u32 = 49;
 }

@@ -991,7 +991,7 @@ mod tls_probes {
     /// Its return: the `int` result is the length written at the remembered start (negative:
     /// an error, nothing sent).
     #[uretprobe]
-    pub fn mxcert_i2d_x509_ret(ctx: RetProbeContext) -> u32 {
+    pub fn mxcert_i2d_ret(ctx: RetProbeContext) -> u32 {
         let id = bpf_get_current_pid_tgid();
         // SAFETY: plain lookup; the value is copied out before the entry is removed.
         let Some(call) = (unsafe { MXCERT_TLS_I2D_CALLS.get(&id) }).copied() else {
@@ -1018,7 +1018,7 @@ mod tls_probes {
     /// `gnutls_certificate_get_ours(gnutls_session_t session)` entry (lib/cert-session.c);
     /// Exim calls it after each handshake.
     #[uprobe]
-    pub fn mxcert_gnutls_ours(ctx: ProbeContext) -> u32 {
+    pub fn mxcert_ours(ctx: ProbeContext) -> u32 {
         if let (Some(_), Some(session)) = (allowed(), ctx.arg::<u64>(0)) {
             let _ = MXCERT_TLS_GNUTLS_OURS.insert(&bpf_get_current_pid_tgid(), &session, 0);
         }
@@ -1028,7 +1028,7 @@ mod tls_probes {
     /// Its return: a `const gnutls_datum_t *`, the certificate we sent in the session's last
     /// handshake (the leaf only), NULL when we sent none.
     #[uretprobe]
-    pub fn mxcert_gnutls_ours_ret(ctx: RetProbeContext) -> u32 {
+    pub fn mxcert_ours_ret(ctx: RetProbeContext) -> u32 {
         let _ = try_gnutls_ours_ret(&ctx);
         0
     }

@@ -27,7 +27,9 @@ use mxcert_system_tests::ebpf::require_ebpf;
 use mxcert_system_tests::live;
 use mxcert_system_tests::mta::{certs_dir, require_exim, wait_for, Exim, Tcpdump};
 use mxcert_system_tests::netns::{NetnsPair, Side};
-use mxcert_system_tests::records::{chain_hex, findings_of, records, sessions_between, strings};
+use mxcert_system_tests::records::{
+    chain_hex, findings_of, has_program, programs_of, records, sessions_between, strings,
+};
 use mxcert_system_tests::uprobe::{
     assert_no_cleartext_certificates, intermediates, library_capture, s_client_line, s_server_in,
     which, workdir, Killed,
@@ -135,6 +137,15 @@ fn our_openssl_chains_are_read_as_sent_when_the_peer_is_not_probed() {
     let pcap = Tcpdump::start(&pair, Side::Server, dir.join("wire.pcap")).expect("tcpdump");
     let ports = format!("{REQUESTED},{NOT_REQUESTED},{INBOUND}");
     let cap = library_capture(&pair, (&out, &log), &ports, "openssl", METRICS);
+    let progs = programs_of(cap.pid());
+    for name in [
+        "mxcert_i2d_x509",
+        "mxcert_i2d_ret",
+        "mxcert_ours",
+        "mxcert_ours_ret",
+    ] {
+        assert!(has_program(&progs, name), "{name} loaded: {progs:?}");
+    }
     // The library files are attached when mxcert adopts the first allow-listed process that
     // maps them (milliseconds after its exec): an idle server of ours is that process, so the
     // short clients below are covered from their first instruction.
