@@ -48,7 +48,7 @@ fn openssl_tls13_chains_are_read_through_the_library() {
 
     let mut probes = TlsProbes::open(&["openssl".into()]).expect("load the TLS probes");
     let ids = probes.program_ids().to_vec();
-    assert_eq!(ids.len(), 15, "{ids:?}");
+    assert_eq!(ids.len(), 19, "{ids:?}");
 
     let pcap = tmp.join("wire.pcap");
     let mut dump = Killed(
