@@ -586,7 +586,12 @@ mod tls_probes {
         // `struct sock` starts with `struct sock_common` (include/net/sock.h). Its offsets come
         // from the kernel's BTF through user space (`SockOffsets`; its defaults are the IPv4
         // layout every kernel with these tracepoints has); the IPv6 addresses only with BTF.
-        let off = MXCERT_TLS_SOCK_OFFSETS.get(0).copied().unwrap_or_default();
+        // An array entry exists from the start, zeroed: a zero family offset (impossible,
+        // skc_daddr is at 0) means user space wrote nothing, and the defaults hold.
+        let off = match MXCERT_TLS_SOCK_OFFSETS.get(0) {
+            Some(o) if o.family != 0 => *o,
+            _ => SockOffsets::default(),
+        };
         let family = read_kernel::<u16>(sk + u64::from(off.family))?;
         if family != AF_INET && family != AF_INET6 {
             // A UNIX socket (Postfix's tlsmgr cache): the TCP one comes next.

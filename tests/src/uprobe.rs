@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use mxcert::capture::tlslib::PeerChain;
+use mxcert::capture::tlslib::{PeerChain, TlsProbes};
 
 use crate::netns::{NetnsPair, Side};
 
@@ -362,6 +362,33 @@ pub fn chains_by_side(chains: &[PeerChain], server: SocketAddr) -> (&PeerChain, 
         .find(|c| c.local == Some(server))
         .expect("the chain the server received, tied to its connection");
     (client, srv)
+}
+
+/// Polls `probes` until the two chains of the connection with `server` (either side's
+/// endpoint) arrived or `limit` passed, running `each` before every poll (a refresh, to adopt
+/// a process that just started); returns that connection's chains. Other chains (other
+/// processes of the allow-listed names on the host) are dropped.
+pub fn poll_connection(
+    probes: &mut TlsProbes,
+    server: SocketAddr,
+    limit: std::time::Duration,
+    each: &mut dyn FnMut(&mut TlsProbes),
+) -> Vec<PeerChain> {
+    let ours = |c: &PeerChain| [c.local, c.remote].contains(&Some(server));
+    let mut chains: Vec<PeerChain> = Vec::new();
+    let start = Instant::now();
+    while chains.len() < 2 && start.elapsed() < limit {
+        each(probes);
+        probes
+            .poll(std::time::Duration::from_millis(100), &mut |c| {
+                // Received chains only (sent ones: own_chain.rs).
+                if !c.sent && ours(&c) {
+                    chains.push(c)
+                }
+            })
+            .expect("poll");
+    }
+    chains
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::process::{ChildStdout, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use mxcert::capture::tlslib::{PeerChain, TlsCounters, TlsProbes};
@@ -26,7 +26,7 @@ use mxcert_system_tests::netns::{NetnsPair, Side};
 use mxcert_system_tests::repo_root;
 use mxcert_system_tests::uprobe::{
     chain_ders, chains_by_side, der_hashes, intermediates, mutual_s_client, mutual_s_server,
-    wait_gone, Killed,
+    poll_connection, wait_gone, Killed,
 };
 
 const V6_PORT: u16 = 19650;
@@ -126,22 +126,9 @@ fn short_handshake(
         "s_server is gone before the ring is read: /proc cannot map its connection"
     );
 
-    let mut all: Vec<PeerChain> = Vec::new();
-    let ours = |c: &PeerChain| [c.local, c.remote].contains(&Some(server));
-    let start = Instant::now();
-    while all.iter().filter(|c| ours(c)).count() < 2 && start.elapsed() < Duration::from_secs(5) {
-        probes
-            .poll(Duration::from_millis(100), &mut |c| {
-                // Received chains only (sent ones: own_chain.rs).
-                if !c.sent {
-                    all.push(c)
-                }
-            })
-            .expect("poll");
-    }
+    let chains = poll_connection(&mut probes, server, Duration::from_secs(5), &mut |_| {});
     let stats = probes.stats();
     eprintln!("uprobe_ipv6 {server}: {stats:?}");
-    let chains: Vec<PeerChain> = all.into_iter().filter(ours).collect();
     assert_eq!(chains.len(), 2, "one chain per side: {chains:#?}");
     for c in &chains {
         assert!(c.kernel_mapped, "mapped in the kernel: {c:#?}");

@@ -872,19 +872,22 @@ fn comm_of_proc(procs: &HashMap<u32, Proc>, tgid: u32) -> String {
 }
 
 /// Writes the `struct sock_common` offsets of the running kernel, read from its BTF, for the
-/// socket tracepoints; on error the program keeps its IPv4-only defaults.
+/// socket tracepoints. Without BTF the IPv4-only defaults are written (and the program falls
+/// back to them when nothing could be written) and the reason is returned.
 fn set_sock_offsets(ebpf: &mut Ebpf) -> Result<(), LiveError> {
-    let offsets = btf::Btf::vmlinux()
+    let from_btf = btf::Btf::vmlinux()
         .and_then(|b| btf::sock_offsets(&b))
-        .map_err(|e| failed(format!("no socket offsets from the kernel's BTF ({e})")))?;
+        .map_err(|e| failed(format!("no socket offsets from the kernel's BTF ({e})")));
     let map = ebpf
         .map_mut(MAP_SOCK_OFFSETS)
         .ok_or_else(|| failed(format!("the object has no map {MAP_SOCK_OFFSETS}")))?;
     let mut array: Array<&mut MapData, SockOffsets> =
         Array::try_from(map).map_err(|e| failed(format!("{MAP_SOCK_OFFSETS}: {e}")))?;
+    let offsets = from_btf.as_ref().copied().unwrap_or_default();
     array
         .set(0, offsets, 0)
-        .map_err(|e| failed(format!("writing {MAP_SOCK_OFFSETS}: {e}")))
+        .map_err(|e| failed(format!("writing {MAP_SOCK_OFFSETS}: {e}")))?;
+    from_btf.map(drop)
 }
 
 /// Loads and attaches the raw tracepoint programs `progs` (name, tracepoint), adding their

@@ -11,6 +11,10 @@ use mxcert_ebpf::tls::SockOffsets;
 
 /// Where the kernel publishes its own BTF (CONFIG_DEBUG_INFO_BTF).
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+/// Environment variable naming another raw BTF file of the running kernel, for a kernel built
+/// without CONFIG_DEBUG_INFO_BTF whose BTF comes from elsewhere (BTFHub, `pahole
+/// --btf_encode_detached`).
+pub const BTF_ENV: &str = "MXCERT_KERNEL_BTF";
 
 const MAGIC: u16 = 0xeb9f;
 const HEADER_LEN: usize = 24;
@@ -72,10 +76,11 @@ fn u32_at(b: &[u8], off: usize) -> Option<u32> {
 }
 
 impl Btf {
-    /// Reads the running kernel's BTF.
+    /// Reads the running kernel's BTF ([`VMLINUX_BTF`], or the file [`BTF_ENV`] names).
     pub fn vmlinux() -> Result<Btf, BtfError> {
-        let data = std::fs::read(VMLINUX_BTF).map_err(|e| BtfError::Read {
-            path: VMLINUX_BTF.into(),
+        let path = std::env::var(BTF_ENV).unwrap_or_else(|_| VMLINUX_BTF.to_string());
+        let data = std::fs::read(&path).map_err(|e| BtfError::Read {
+            path,
             reason: e.to_string(),
         })?;
         Btf::parse(&data)
