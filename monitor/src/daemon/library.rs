@@ -139,7 +139,6 @@ impl Library {
             } else {
                 (c.local, c.remote)
             };
-            tracing::debug!(comm = %c.comm, pid = c.tgid, sent = c.sent, ?to, ?from, certs = c.ders.len(), "TLS library chain");
             let (Some(receiver), Some(sender)) = (to, from) else {
                 self.joined.unjoinable += 1;
                 continue;
