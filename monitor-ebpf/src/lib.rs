@@ -504,6 +504,35 @@ pub mod tls {
     pub const EV_EXEC: u32 = 17;
     /// [`TlsEvent::kind`]: process `tgid` (its main thread) exited.
     pub const EV_EXIT: u32 = 18;
+
+    // Our own chain as the MTA sends it (TLS 1.3 encrypts both Certificate messages, so on a
+    // gateway whose peer is remote the peer-side probes never see our side's chain).
+
+    /// `i2d_X509(const X509 *x, unsigned char **out)` entry (libcrypto): inside a libssl call
+    /// of an allow-listed process, with `out` and `*out` set (the second of the two calls in
+    /// `ssl_add_cert_to_wpacket`, ssl/statem/statem_lib.c: the first, with NULL, only measures),
+    /// remembers per thread where the DER is written, the return address and the `SSL*`.
+    pub const PROG_I2D_X509: &str = "mxcert_i2d_x509";
+    /// Its return (names distinct within the kernel's 15-byte program names, so the per-program
+    /// run-time figures of `cargo xtask bench tls-library` tell entry and return apart): the
+    /// return value is the length written; sends [`EV_OWN_CERT`] with that
+    /// many bytes (bounded by [`MAX_CERT`]) from the remembered start.
+    pub const PROG_I2D_X509_RET: &str = "mxcert_i2d_ret";
+    /// Thread (pid_tgid) → (DER start, return address, `SSL*`) of the `i2d_X509` call in
+    /// progress (LRU).
+    pub const MAP_I2D_CALLS: &str = "MXCERT_TLS_I2D_CALLS";
+    /// [`TlsEvent::kind`]: a certificate `ssl`'s process encoded into its own Certificate
+    /// message (`caller` = the return address, kept when in libssl's text; DER follows as for
+    /// [`EV_CERT`]). 48: clear of the kinds other branches add.
+    pub const EV_OWN_CERT: u32 = 48;
+    /// GnuTLS: `gnutls_certificate_get_ours(session)` entry (remembers the session per thread).
+    pub const PROG_GNUTLS_OURS: &str = "mxcert_ours";
+    /// Its return: a `const gnutls_datum_t *`, our leaf as sent in the session's last
+    /// handshake (NULL: none sent); sends [`EV_GNUTLS_OURS`] (`count` 0 for NULL, else 1 with
+    /// the DER).
+    pub const PROG_GNUTLS_OURS_RET: &str = "mxcert_ours_ret";
+    /// [`TlsEvent::kind`]: the result of `gnutls_certificate_get_ours` for session `ssl`.
+    pub const EV_GNUTLS_OURS: u32 = 49;
 }
 
 // SAFETY: plain `#[repr(C)]` data with no padding holes the kernel could leave uninitialised

@@ -343,8 +343,8 @@ mod tls_probes {
     use mxcert_ebpf::tls::{
         counter, SockEndpoints, SockOffsets, TlsEvent, AF_INET, AF_INET6, BIO_C_SET_FD, COMM_LEN,
         EVENT_LEN, EV_BIO_FD, EV_CERT, EV_EXEC, EV_EXIT, EV_GNUTLS_CERT, EV_GNUTLS_DEINIT,
-        EV_GNUTLS_TRANSPORT, EV_PEER, EV_SET_BIO, EV_SOCK, GNUTLS_DATUM_LEN, MAX_CERT, MAX_COMMS,
-        MAX_GNUTLS_CHAIN, MAX_THREADS, RING_BYTES, SOCK_LEN,
+        EV_GNUTLS_OURS, EV_GNUTLS_TRANSPORT, EV_OWN_CERT, EV_PEER, EV_SET_BIO, EV_SOCK,
+        GNUTLS_DATUM_LEN, MAX_CERT, MAX_COMMS, MAX_GNUTLS_CHAIN, MAX_THREADS, RING_BYTES, SOCK_LEN,
     };
 
     #[map]
@@ -947,6 +947,115 @@ mod tls_probes {
             }
         }
         0
+    }
+
+    /// Thread (pid_tgid) → (DER start, return address, `SSL*`) of the `i2d_X509` call in
+    /// progress, for the return probe. LRU: an entry whose return was never seen is evicted.
+    #[map]
+    static MXCERT_TLS_I2D_CALLS: LruHashMap<u64, [u64; 3]> =
+        LruHashMap::with_max_entries(MAX_THREADS, 0);
+
+    /// `i2d_X509(const X509 *x, unsigned char **out)` entry. libssl encodes each certificate of
+    /// its own Certificate message with it (`ssl_add_cert_to_wpacket`, ssl/statem/statem_lib.c:
+    /// once with `out` NULL for the length, once into the handshake buffer); those two are the
+    /// only calls of `i2d_X509` in OpenSSL 3.0's libssl (`objdump -d`: the session
+    /// serialisation, `i2d_SSL_SESSION`, goes through ASN.1 templates inside libcrypto). Only
+    /// the second is remembered: the DER is complete at the return.
+    #[uprobe]
+    pub fn mxcert_i2d_x509(ctx: ProbeContext) -> u32 {
+        let _ = try_i2d_x509(&ctx);
+        0
+    }
+
+    fn try_i2d_x509(ctx: &ProbeContext) -> Result<(), i32> {
+        let Some((_, tid)) = allowed() else {
+            return Ok(());
+        };
+        // Our chain is encoded inside a libssl call, like the peer's is parsed in one.
+        // SAFETY: plain lookup.
+        let Some(ssl) = (unsafe { MXCERT_TLS_CURRENT.get(&tid) }).copied() else {
+            return Ok(());
+        };
+        let out: u64 = ctx.arg(1).ok_or(0)?;
+        if out == 0 {
+            return Ok(());
+        }
+        let start = read_u64(out)?;
+        if start == 0 {
+            // i2d allocates the buffer itself: not libssl's way of writing a message.
+            return Ok(());
+        }
+        // SAFETY: the probed thread's own registers; the stack word is read through the
+        // checked helper.
+        let sp = unsafe { (*ctx.regs).rsp };
+        let caller = read_u64(sp)?;
+        let _ = MXCERT_TLS_I2D_CALLS.insert(&bpf_get_current_pid_tgid(), &[start, caller, ssl], 0);
+        Ok(())
+    }
+
+    /// Its return: the `int` result is the length written at the remembered start (negative:
+    /// an error, nothing sent).
+    #[uretprobe]
+    pub fn mxcert_i2d_ret(ctx: RetProbeContext) -> u32 {
+        let id = bpf_get_current_pid_tgid();
+        // SAFETY: plain lookup; the value is copied out before the entry is removed.
+        let Some(call) = (unsafe { MXCERT_TLS_I2D_CALLS.get(&id) }).copied() else {
+            return 0;
+        };
+        let _ = MXCERT_TLS_I2D_CALLS.remove(&id);
+        // An `int` in eax: the upper half of rax is undefined (SysV x86-64 ABI).
+        let len = ctx.ret::<u64>() as u32 as i32;
+        if len <= 0 {
+            return 0;
+        }
+        let mut hdr = event(EV_OWN_CERT, (id >> 32) as u32, id as u32);
+        hdr.ssl = call[2];
+        hdr.caller = call[1];
+        let _ = send_cert(hdr, call[0], len as u32, Wake::No);
+        0
+    }
+
+    /// Thread (pid_tgid) → the session of its `gnutls_certificate_get_ours` call in progress.
+    #[map]
+    static MXCERT_TLS_GNUTLS_OURS: LruHashMap<u64, u64> =
+        LruHashMap::with_max_entries(MAX_THREADS, 0);
+
+    /// `gnutls_certificate_get_ours(gnutls_session_t session)` entry (lib/cert-session.c);
+    /// Exim calls it after each handshake.
+    #[uprobe]
+    pub fn mxcert_ours(ctx: ProbeContext) -> u32 {
+        if let (Some(_), Some(session)) = (allowed(), ctx.arg::<u64>(0)) {
+            let _ = MXCERT_TLS_GNUTLS_OURS.insert(&bpf_get_current_pid_tgid(), &session, 0);
+        }
+        0
+    }
+
+    /// Its return: a `const gnutls_datum_t *`, the certificate we sent in the session's last
+    /// handshake (the leaf only), NULL when we sent none.
+    #[uretprobe]
+    pub fn mxcert_ours_ret(ctx: RetProbeContext) -> u32 {
+        let _ = try_gnutls_ours_ret(&ctx);
+        0
+    }
+
+    fn try_gnutls_ours_ret(ctx: &RetProbeContext) -> Result<(), i32> {
+        let id = bpf_get_current_pid_tgid();
+        // SAFETY: plain lookup; the value is copied out before the entry is removed.
+        let Some(session) = (unsafe { MXCERT_TLS_GNUTLS_OURS.get(&id) }).copied() else {
+            return Ok(());
+        };
+        let _ = MXCERT_TLS_GNUTLS_OURS.remove(&id);
+        let datum: u64 = ctx.ret();
+        let mut hdr = event(EV_GNUTLS_OURS, (id >> 32) as u32, id as u32);
+        hdr.ssl = session;
+        if datum == 0 {
+            output(&hdr, Wake::No);
+            return Ok(());
+        }
+        let data = read_u64(datum)?;
+        let size = read_u32(datum + 8)?;
+        hdr.count = 1;
+        send_cert(hdr, data, if data == 0 { 0 } else { size }, Wake::No)
     }
 
     #[inline(always)]

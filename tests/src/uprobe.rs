@@ -2,7 +2,7 @@
 //! in a namespace, a child killed on drop, the kernel's view of loaded programs, and the
 //! fixture chains as DER.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -212,6 +212,83 @@ pub fn assert_no_cleartext_certificates(pcap: &Path, names: &[&str]) {
     }
 }
 
+/// A fresh scratch directory `mxcert-<tag>-<pid>` under the temp dir.
+pub fn workdir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("mxcert-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create the work directory");
+    d
+}
+
+/// The program `name` in PATH.
+pub fn which(name: &str) -> std::path::PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} in PATH"))
+}
+
+/// `openssl s_client` (through `cmd`: the openssl binary or a copy) to `addr` in TLS 1.3 with
+/// the fixture chain `name` (leaf, key, intermediates written to `int`) and `extra` arguments:
+/// sends a line, gives the handshake, the line and the server's session ticket a moment, then
+/// ends (EOF) so the connection closes and its session record is written.
+pub fn s_client_line(mut cmd: Command, addr: &str, name: &str, int: &Path, extra: &[&str]) {
+    let certs = crate::mta::certs_dir();
+    intermediates(&certs.join(format!("{name}.chain.pem")), int);
+    let p = |f: String| certs.join(f).to_str().expect("UTF-8 path").to_string();
+    let mut client = Killed(
+        cmd.args(["s_client", "-connect", addr, "-tls1_3"])
+            .args(["-cert", &p(format!("{name}.crt"))])
+            .args(["-key", &p(format!("{name}.key"))])
+            .args(["-cert_chain", int.to_str().expect("UTF-8 path")])
+            .args(["-CAfile", &p("root-ca.crt".into())])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl s_client"),
+    );
+    let stdin = client.0.stdin.as_mut().expect("piped");
+    stdin.write_all(b"hello\n").expect("write to s_client");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    drop(client.0.stdin.take());
+    let _ = crate::mta::wait_child(&mut client.0, std::time::Duration::from_secs(10));
+}
+
+/// `mxcert capture` with the eBPF backend, the TLS-library probes on for `processes` (comma
+/// separated names), classification against the fixture root, /metrics on `metrics`, SMTP on
+/// `ports` (comma separated), in `pair`'s server namespace.
+pub fn library_capture(
+    pair: &NetnsPair,
+    (out, log): (&Path, &Path),
+    ports: &str,
+    processes: &str,
+    metrics: u16,
+) -> crate::live::Capture {
+    let anchors = crate::mta::certs_dir().join("root-ca.crt");
+    crate::live::Capture::start(
+        pair,
+        out,
+        log,
+        &[
+            "--backend",
+            "ebpf",
+            "--ports",
+            ports,
+            "--tls-library",
+            "auto",
+            "--tls-processes",
+            processes,
+            "--metrics-addr",
+            &format!("127.0.0.1:{metrics}"),
+            "--trust-anchors",
+            anchors.to_str().expect("UTF-8 path"),
+        ],
+    )
+    .expect("mxcert capture")
+}
+
 /// `openssl s_client -tls1_3` in `side`'s namespace connecting to `connect` with the
 /// cli_clientauth client chain (its intermediates in the file `cli_int`), verifying the server
 /// against the fixtures' root. Stdin is piped: closing it ends the session.
@@ -308,7 +385,8 @@ pub fn poll_connection(
         each(probes);
         probes
             .poll(std::time::Duration::from_millis(100), &mut |c| {
-                if ours(&c) {
+                // Received chains only (sent ones: own_chain.rs).
+                if !c.sent && ours(&c) {
                     chains.push(c)
                 }
             })

@@ -16,7 +16,6 @@
 //!
 //! Addresses 198.18.55-59.x, namespaces `mxd*`, ports 19450-19499 (this helper's range).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -29,7 +28,9 @@ use mxcert_system_tests::records::{
     chain_hex, findings_of, has_program, loaded, programs_of, records, sessions_between, strings,
 };
 use mxcert_system_tests::repo_root;
-use mxcert_system_tests::uprobe::{intermediates, s_server_in, Killed};
+use mxcert_system_tests::uprobe::{
+    intermediates, library_capture, s_client_line, s_server_in, which, workdir, Killed,
+};
 
 const PORT: u16 = 19465;
 const METRICS: u16 = 19480;
@@ -37,13 +38,6 @@ const SERVER_CHAIN: &str = "srv_both";
 const CLIENT_CHAIN: &str = "cli_clientauth";
 /// Library chains joined to this capture's session records.
 const JOINED: &str = "mxcert_library_chains_total{result=\"joined\"}";
-
-fn workdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mxcert-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// One TLS 1.3 session with client certificates requested: s_server (started now, after
 /// mxcert, through `server`: the openssl binary, or a wrapper that runs it) accepts one
@@ -55,7 +49,6 @@ fn tls13_session(pair: &NetnsPair, dir: &Path, server: Command, server_up: &dyn 
     let srv_int = dir.join("srv-int.pem");
     let cli_int = dir.join("cli-int.pem");
     intermediates(&certs.join(format!("{SERVER_CHAIN}.chain.pem")), &srv_int);
-    intermediates(&certs.join(format!("{CLIENT_CHAIN}.chain.pem")), &cli_int);
     let addr = format!("{}:{PORT}", pair.server_ip);
     let (server, out) = s_server_in(
         server,
@@ -81,59 +74,21 @@ fn tls13_session(pair: &NetnsPair, dir: &Path, server: Command, server_up: &dyn 
     let mut out = out;
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     server_up(server.0.id());
-    let mut client = Killed(
-        pair.command(Side::Client, "openssl")
-            .args(["s_client", "-connect", &addr, "-tls1_3"])
-            .args(["-cert", &p(&format!("{CLIENT_CHAIN}.crt"))])
-            .args(["-key", &p(&format!("{CLIENT_CHAIN}.key"))])
-            .args(["-cert_chain", cli_int.to_str().unwrap()])
-            .args(["-CAfile", &p("root-ca.crt"), "-verify_return_error"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("openssl s_client"),
+    s_client_line(
+        pair.command(Side::Client, "openssl"),
+        &addr,
+        CLIENT_CHAIN,
+        &cli_int,
+        &["-verify_return_error"],
     );
-    client
-        .0
-        .stdin
-        .as_mut()
-        .unwrap()
-        .write_all(b"hello\n")
-        .unwrap();
-    // Both ends finish the handshake before the line is read; give them a moment, then let
-    // the client end (EOF) so the connection closes and the session record is written.
-    std::thread::sleep(Duration::from_millis(500));
-    drop(client.0.stdin.take());
     let mut server = server;
-    let _ = live_wait(&mut client.0);
     let _ = live_wait(&mut server.0);
 }
 
 /// `mxcert capture` with the eBPF backend and the TLS-library probes on for `openssl`,
 /// /metrics on `metrics`.
 fn auto_capture(pair: &NetnsPair, out: &Path, log: &Path, metrics: u16) -> Capture {
-    let anchors = repo_root().join("pcaps/certs/root-ca.crt");
-    Capture::start(
-        pair,
-        out,
-        log,
-        &[
-            "--backend",
-            "ebpf",
-            "--ports",
-            &PORT.to_string(),
-            "--tls-library",
-            "auto",
-            "--tls-processes",
-            "openssl",
-            "--metrics-addr",
-            &format!("127.0.0.1:{metrics}"),
-            "--trust-anchors",
-            anchors.to_str().unwrap(),
-        ],
-    )
-    .expect("mxcert capture")
+    library_capture(pair, (out, log), &PORT.to_string(), "openssl", metrics)
 }
 
 /// The openssl binary in the server namespace.
@@ -361,7 +316,7 @@ fn probes_of_a_pcap_capture_have_no_tc_ring_and_go_with_sigkill() {
 /// The system files of `libs` (e.g. libssl.so.3) as the openssl binary loads them, by `ldd`.
 fn system_libraries(libs: &[&str]) -> Vec<PathBuf> {
     let out = std::process::Command::new("ldd")
-        .arg(which_openssl())
+        .arg(which("openssl"))
         .output()
         .expect("ldd openssl");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -377,13 +332,6 @@ fn system_libraries(libs: &[&str]) -> Vec<PathBuf> {
             std::fs::canonicalize(path).expect("canonical library path")
         })
         .collect()
-}
-
-fn which_openssl() -> PathBuf {
-    std::env::split_paths(&std::env::var_os("PATH").unwrap())
-        .map(|d| d.join("openssl"))
-        .find(|p| p.is_file())
-        .expect("openssl in PATH")
 }
 
 /// (device, inode) of the file at `path` as the process `pid` sees it (its mount namespace).

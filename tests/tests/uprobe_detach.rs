@@ -78,13 +78,14 @@ fn sigkill_of_the_holder_removes_the_uprobes() {
         tls_hold(env!("CARGO_BIN_EXE_tls-hold"), &["openssl"]).expect("tls-hold");
     let ids = &ids;
     assert_eq!(files, 2, "libssl and libcrypto of s_server attached");
-    // 6 OpenSSL uprobe programs + 5 GnuTLS ones + the exec/exit raw tracepoints + the
+    // 8 OpenSSL uprobe programs (i2d_X509 entry and return: our own chain) + 7 GnuTLS ones
+    // (gnutls_certificate_get_ours entry and return) + the exec/exit raw tracepoints + the
     // sock_send_length/sock_recv_length ones.
-    assert_eq!(ids.len(), 15);
+    assert_eq!(ids.len(), 19);
     // 9 SSL_* entry points + SSL_set_bio + entry and return of SSL_get0/1_peer_certificate in
-    // libssl, d2i_X509 + BIO_int_ctrl in libcrypto, and the 4 raw tracepoints (s_server maps no
-    // libgnutls: those programs stay unattached).
-    assert_eq!(links_of(ids), 20, "probe links while the holder runs");
+    // libssl, d2i_X509 + BIO_int_ctrl + i2d_X509 entry and return in libcrypto, and the 4 raw
+    // tracepoints (s_server maps no libgnutls: those programs stay unattached).
+    assert_eq!(links_of(ids), 22, "probe links while the holder runs");
 
     assert!(handshake(&pair), "handshake with the probes attached");
     holder.0.kill().expect("SIGKILL");

@@ -59,7 +59,8 @@ fn collect(
     {
         probes
             .poll(Duration::from_millis(50), &mut |c| {
-                if [c.local, c.remote].iter().flatten().any(|a| a.ip() == ip) {
+                // Received chains only: sent ones (c.sent) are own_chain.rs's.
+                if !c.sent && [c.local, c.remote].iter().flatten().any(|a| a.ip() == ip) {
                     ours.push(c);
                 }
             })

@@ -57,11 +57,13 @@ use aya::Ebpf;
 use mxcert_ebpf::tls::{
     comm_key, counter, SockEndpoints, SockOffsets, TlsEvent, AF_INET, AF_INET6, COMM_LEN,
     EVENT_LEN, EV_BIO_FD, EV_CERT, EV_EXEC, EV_EXIT, EV_GNUTLS_CERT, EV_GNUTLS_DEINIT,
-    EV_GNUTLS_TRANSPORT, EV_PEER, EV_SET_BIO, EV_SOCK, MAP_COMMS, MAP_COUNTERS, MAP_EVENTS,
-    MAP_SOCK_OFFSETS, MAX_CERT, MAX_COMMS, PEER_CERT_FUNCTIONS, PROGS_SOCK_IO, PROG_BIO_INT_CTRL,
-    PROG_D2I_X509, PROG_GNUTLS_DEINIT, PROG_GNUTLS_PEERS, PROG_GNUTLS_PEERS_RET,
-    PROG_GNUTLS_TRANSPORT, PROG_GNUTLS_TRANSPORT_INT, PROG_PEER_CERT_ENTER, PROG_PEER_CERT_RET,
-    PROG_SCHED_EXEC, PROG_SCHED_EXIT, PROG_SSL_ENTER, PROG_SSL_SET_BIO, SOCK_LEN, SSL_ENTRY_POINTS,
+    EV_GNUTLS_OURS, EV_GNUTLS_TRANSPORT, EV_OWN_CERT, EV_PEER, EV_SET_BIO, EV_SOCK, MAP_COMMS,
+    MAP_COUNTERS, MAP_EVENTS, MAP_SOCK_OFFSETS, MAX_CERT, MAX_COMMS, PEER_CERT_FUNCTIONS,
+    PROGS_SOCK_IO, PROG_BIO_INT_CTRL, PROG_D2I_X509, PROG_GNUTLS_DEINIT, PROG_GNUTLS_OURS,
+    PROG_GNUTLS_OURS_RET, PROG_GNUTLS_PEERS, PROG_GNUTLS_PEERS_RET, PROG_GNUTLS_TRANSPORT,
+    PROG_GNUTLS_TRANSPORT_INT, PROG_I2D_X509, PROG_I2D_X509_RET, PROG_PEER_CERT_ENTER,
+    PROG_PEER_CERT_RET, PROG_SCHED_EXEC, PROG_SCHED_EXIT, PROG_SSL_ENTER, PROG_SSL_SET_BIO,
+    SOCK_LEN, SSL_ENTRY_POINTS,
 };
 
 use super::bpfobj::{BpfObject, Parts};
@@ -71,6 +73,7 @@ use super::{FlowTuple, LiveError};
 mod btf;
 mod gnutls;
 mod openssl;
+mod own;
 
 const BACKEND: &str = "tls-library";
 
@@ -121,6 +124,10 @@ pub struct PeerChain {
     /// `local`/`remote` were taken in the kernel at the handshake's socket I/O (`EV_SOCK`),
     /// not looked up in /proc.
     pub kernel_mapped: bool,
+    /// The chain this process SENT on the connection (its own, read as libssl encodes it, or
+    /// GnuTLS's `gnutls_certificate_get_ours`: the leaf only), not the one it received; empty:
+    /// it sent none. `local`/`remote` are still the sending process's endpoints.
+    pub sent: bool,
 }
 
 impl PeerChain {
@@ -189,6 +196,10 @@ pub struct TlsCounters {
     /// /proc lookup by fd (the fallback; `unmapped` counts those with neither).
     pub kernel_mapped: u64,
     pub proc_mapped: u64,
+    /// User: certificates of our own chains (as sent) kept, and own chains handed out (not
+    /// in `chains`).
+    pub own_certs: u64,
+    pub own_chains: u64,
 }
 
 /// What we know of an allow-listed process.
@@ -274,6 +285,10 @@ impl TlsProbes {
             PROG_GNUTLS_DEINIT,
             PROG_PEER_CERT_ENTER,
             PROG_PEER_CERT_RET,
+            PROG_I2D_X509,
+            PROG_I2D_X509_RET,
+            PROG_GNUTLS_OURS,
+            PROG_GNUTLS_OURS_RET,
         ] {
             let prog = uprobe(ebpf, name)?;
             prog.load()
@@ -696,7 +711,17 @@ impl TlsProbes {
                     &mut self.counters,
                 );
             }
-            EV_GNUTLS_CERT | EV_GNUTLS_TRANSPORT | EV_GNUTLS_DEINIT => {
+            EV_OWN_CERT => {
+                // Our chain is encoded by libssl; other `i2d_X509` callers inside an SSL call
+                // (libcrypto's own use) return elsewhere.
+                if !self.in_libssl_text(ev.tgid, ev.caller) || ev.ssl == 0 {
+                    self.counters.not_peer += 1;
+                    return;
+                }
+                self.openssl
+                    .own_cert((ev.tgid, ev.ssl), &ev, data, &mut self.counters);
+            }
+            EV_GNUTLS_CERT | EV_GNUTLS_TRANSPORT | EV_GNUTLS_DEINIT | EV_GNUTLS_OURS => {
                 let procs = &self.procs;
                 let comm = |tgid| comm_of_proc(procs, tgid);
                 self.gnutls.handle(&ev, data, &comm, &mut self.counters);
@@ -807,8 +832,8 @@ impl TlsProbes {
         // returned NULL after the handshake, the peer sent no certificate.
         out.extend(self.gnutls.take_ready());
         let n = out.len();
-        self.counters.chains += n as u64;
-        for c in &out {
+        for c in out.iter().filter(|c| !c.sent) {
+            self.counters.chains += 1;
             match (c.local.is_some(), c.kernel_mapped) {
                 (true, true) => self.counters.kernel_mapped += 1,
                 (true, false) => self.counters.proc_mapped += 1,
@@ -861,6 +886,8 @@ fn probe_points(kind: LibKind) -> Vec<(&'static str, &'static str, bool)> {
         LibKind::Crypto => vec![
             (PROG_D2I_X509, "d2i_X509", true),
             (PROG_BIO_INT_CTRL, "BIO_int_ctrl", true),
+            (PROG_I2D_X509, "i2d_X509", true),
+            (PROG_I2D_X509_RET, "i2d_X509", true),
         ],
         LibKind::Gnutls => vec![
             (PROG_GNUTLS_PEERS, "gnutls_certificate_get_peers", true),
@@ -869,6 +896,8 @@ fn probe_points(kind: LibKind) -> Vec<(&'static str, &'static str, bool)> {
             (PROG_GNUTLS_TRANSPORT, "gnutls_transport_set_ptr", true),
             (PROG_GNUTLS_TRANSPORT, "gnutls_transport_set_ptr2", true),
             (PROG_GNUTLS_DEINIT, "gnutls_deinit", true),
+            (PROG_GNUTLS_OURS, "gnutls_certificate_get_ours", true),
+            (PROG_GNUTLS_OURS_RET, "gnutls_certificate_get_ours", true),
             (PROG_SSL_ENTER, "gnutls_handshake", true),
         ],
     }

@@ -139,7 +139,14 @@ impl Library {
         }
         self.log_reports();
         for c in self.chains.drain(..) {
-            let (Some(receiver), Some(sender)) = (c.local, c.remote) else {
+            // A chain the process sent went from it (local) to its peer; a received one the
+            // other way. The pipeline files each under its role by the 4-tuple.
+            let (to, from) = if c.sent {
+                (c.remote, c.local)
+            } else {
+                (c.local, c.remote)
+            };
+            let (Some(receiver), Some(sender)) = (to, from) else {
                 self.joined.unjoinable += 1;
                 continue;
             };

@@ -956,14 +956,14 @@ impl Pipeline {
             self.stats.library_chains_truncated += 1;
         }
         if let Some(h) = self.held.get_mut(&key) {
-            h.lib[role] = Some(chain);
+            report(&mut h.lib[role], chain);
             if h.lib.iter().all(Option::is_some) {
                 if let Some(h) = self.held.remove(&key) {
                     self.emit(h.rec, h.first_ts, &h.lib, sink)?;
                 }
             }
         } else if let Some(Slot::Active(f)) = self.flows.get_mut(&key) {
-            f.lib[role] = Some(chain);
+            report(&mut f.lib[role], chain);
         }
         Ok(())
     }
@@ -1019,6 +1019,15 @@ impl Pipeline {
             packets: flow.packets,
             bytes: flow.bytes,
         })
+    }
+}
+
+/// Files a library report of one role's chain. When both ends are local and probed the same
+/// chain arrives twice, received by one process and sent by the other; GnuTLS gives only the
+/// leaf of what it sent (`gnutls_certificate_get_ours`), so the longer report is kept.
+fn report(slot: &mut Option<Vec<Fingerprint>>, chain: Vec<Fingerprint>) {
+    if slot.as_ref().is_none_or(|old| old.len() <= chain.len()) {
+        *slot = Some(chain);
     }
 }
 
@@ -1581,6 +1590,30 @@ mod tests {
         assert_eq!(t.chain_source, Some("uprobe"));
         assert!(t.server_chain.is_empty() && t.client_chain.is_empty());
         assert_eq!(t.client_cert_presented, Some(false));
+    }
+
+    /// Both ends probed: the server chain received by the client's OpenSSL (full) and the
+    /// leaf the server's GnuTLS reports as sent; the full one stays, whatever the order.
+    #[test]
+    fn a_role_reported_twice_keeps_the_longer_chain() {
+        let full = ders();
+        for leaf_first in [true, false] {
+            let mut p = lib_pipeline(Some(WAIT));
+            let mut sink = VecSink::default();
+            tls13_session(&mut p, &mut sink, 40000, SEC);
+            let mut reports = [&full[..], &full[..1]];
+            if leaf_first {
+                reports.reverse();
+            }
+            for ders in reports {
+                p.attach_chain(&chain(40000, true, ders), &mut sink)
+                    .unwrap();
+            }
+            p.attach_chain(&chain(40000, false, &[]), &mut sink)
+                .unwrap();
+            let t = &sink.sessions[0].tls;
+            assert_eq!(t.server_chain.len(), 2, "leaf first: {leaf_first}");
+        }
     }
 
     #[test]

@@ -130,7 +130,9 @@ fn run(
         match probes.as_mut() {
             // Consume as the daemon does, so the ring never fills.
             Some(p) => {
-                p.poll(Duration::from_millis(50), &mut |_| chains += 1)?;
+                p.poll(Duration::from_millis(50), &mut |c| {
+                    chains += u64::from(!c.sent)
+                })?;
             }
             None => std::thread::sleep(Duration::from_millis(20)),
         }
@@ -152,7 +154,9 @@ fn run(
         // The last chains close after the quiet interval.
         let settle = Instant::now();
         while settle.elapsed() < Duration::from_millis(300) {
-            p.poll(Duration::from_millis(50), &mut |_| chains += 1)?;
+            p.poll(Duration::from_millis(50), &mut |c| {
+                chains += u64::from(!c.sent)
+            })?;
         }
         let stats = p.stats();
         if stats.ring_full > 0 {

@@ -15,7 +15,9 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
-use mxcert_ebpf::tls::{TlsEvent, EV_GNUTLS_CERT, EV_GNUTLS_DEINIT, EV_GNUTLS_TRANSPORT};
+use mxcert_ebpf::tls::{
+    TlsEvent, EV_GNUTLS_CERT, EV_GNUTLS_DEINIT, EV_GNUTLS_OURS, EV_GNUTLS_TRANSPORT,
+};
 
 use super::{socket_endpoints, PeerChain, TlsCounters, MAX_CHAIN, MAX_TRACKED};
 
@@ -33,6 +35,37 @@ struct Session {
     truncated: bool,
     /// The chain of this handshake was handed out: further results are repeats.
     done: bool,
+    /// Our own certificate (`gnutls_certificate_get_ours`) was handed out for this handshake.
+    ours_done: bool,
+}
+
+impl Session {
+    /// Looks the endpoints up through the fd if still unknown (the transport may have been set
+    /// before this tgid was seen, or the socket was not yet connected: look again while the
+    /// process still has the fd). False: still unknown.
+    fn map(&mut self, tgid: u32) -> bool {
+        if self.local.is_none() {
+            if let Some((l, r)) = self.fd.and_then(|fd| socket_endpoints(tgid, fd)) {
+                self.local = Some(l);
+                self.remote = Some(r);
+            }
+        }
+        self.local.is_some()
+    }
+
+    fn chain(&self, key: (u32, u64), ders: Vec<Vec<u8>>, truncated: bool, sent: bool) -> PeerChain {
+        PeerChain {
+            tgid: key.0,
+            comm: self.comm.clone(),
+            ssl: key.1,
+            local: self.local,
+            remote: self.remote,
+            ders,
+            truncated,
+            kernel_mapped: self.kernel_mapped,
+            sent,
+        }
+    }
 }
 
 /// GnuTLS sessions by (tgid, session pointer), and the chains ready to hand out.
@@ -75,6 +108,7 @@ impl Gnutls {
                 }
             }
             EV_GNUTLS_CERT => self.cert(key, ev, data, comm, counters),
+            EV_GNUTLS_OURS => self.ours(key, ev, data, comm, counters),
             _ => counters.bad_records += 1,
         }
     }
@@ -138,26 +172,43 @@ impl Gnutls {
         }
         // Complete (or NULL: no certificate from the peer).
         s.done = true;
-        if s.local.is_none() {
-            // The transport may have been set before this tgid was seen, or the socket was
-            // not yet connected: look again while the process still has the fd.
-            if let Some((l, r)) = s.fd.and_then(|fd| socket_endpoints(key.0, fd)) {
-                s.local = Some(l);
-                s.remote = Some(r);
-            } else {
-                counters.unmapped += 1;
-            }
+        if !s.map(key.0) {
+            counters.unmapped += 1;
         }
-        let chain = PeerChain {
-            tgid: key.0,
-            comm: s.comm.clone(),
-            ssl: key.1,
-            local: s.local,
-            remote: s.remote,
-            ders: std::mem::take(&mut s.ders),
-            truncated: s.truncated,
-            kernel_mapped: s.kernel_mapped,
+        let (ders, truncated) = (std::mem::take(&mut s.ders), s.truncated);
+        let chain = s.chain(key, ders, truncated, false);
+        self.ready.push(chain);
+    }
+
+    /// The result of `gnutls_certificate_get_ours` (Exim asks after each handshake): our leaf
+    /// as sent in the session's last handshake (GnuTLS keeps only that one, lib/cert-session.c),
+    /// or none (`count` 0: NULL, we sent no certificate). Handed out once per handshake as a
+    /// sent chain.
+    fn ours(
+        &mut self,
+        key: (u32, u64),
+        ev: &TlsEvent,
+        data: &[u8],
+        comm: &dyn Fn(u32) -> String,
+        counters: &mut TlsCounters,
+    ) {
+        let Some(s) = self.entry(key, comm, counters) else {
+            return;
         };
+        if s.ours_done {
+            counters.repeats += 1;
+            return;
+        }
+        s.ours_done = true;
+        s.map(key.0);
+        counters.own_chains += 1;
+        let ders = if ev.count > 0 {
+            counters.own_certs += 1;
+            vec![data.to_vec()]
+        } else {
+            Vec::new()
+        };
+        let chain = s.chain(key, ders, ev.data_len < ev.der_len, true);
         self.ready.push(chain);
     }
 

@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 
 use mxcert_ebpf::tls::TlsEvent;
 
+use super::own::Own;
 use super::{PeerChain, TlsCounters, MAX_CHAIN, MAX_TRACKED, QUIET};
 
 /// The endpoints of socket fd of a process, looked up outside the kernel (/proc in the
@@ -58,6 +59,8 @@ pub(super) struct Openssl {
     /// fallback for a chain handed out without them. Without the socket tracepoints it runs
     /// at `SSL_set_bio`, while the connection is young and its fd still names it.
     kernel_sockets: bool,
+    /// Our own chains as sent ([`super::own`]), handed out with the received ones.
+    own: Own,
 }
 
 impl Openssl {
@@ -69,6 +72,7 @@ impl Openssl {
             pending: Vec::new(),
             lookup,
             kernel_sockets,
+            own: Own::default(),
         }
     }
 
@@ -92,6 +96,7 @@ impl Openssl {
     ) {
         let key = (tgid, ssl);
         self.handed.remove(&key);
+        self.own.reset(key);
         if let Some(old) = self.conns.remove(&key) {
             if !old.ders.is_empty() {
                 let chain = self.finish(key, old, counters);
@@ -138,6 +143,18 @@ impl Openssl {
         conn.last_cert_ns = ev.ktime_ns;
     }
 
+    /// A certificate libssl encoded into `key`'s own Certificate message (the caller checked
+    /// the return address).
+    pub(super) fn own_cert(
+        &mut self,
+        key: Key,
+        ev: &TlsEvent,
+        data: &[u8],
+        counters: &mut TlsCounters,
+    ) {
+        self.own.cert(key, ev, data, counters);
+    }
+
     /// The endpoints of `key`'s connection, taken in the kernel during its handshake: they
     /// win over the /proc lookup, which goes by fd number later, and a closed connection may
     /// have handed its number on to the next one.
@@ -174,15 +191,35 @@ impl Openssl {
         self.mark_handed(key, counters);
         if conn.ders.is_empty() && x509 != 0 {
             // The library has a peer certificate it did not parse in this handshake: the
-            // session was resumed (RFC 8446 §2.2), its chain came with the original one.
+            // session was resumed (RFC 8446 §2.2), its chain came with the original one,
+            // and so did ours.
             counters.resumed += 1;
+            self.own.take(key);
             return;
         }
         if conn.ders.is_empty() {
             counters.no_peer_certificate += 1;
         }
+        self.hand_out(key, conn, true, counters);
+    }
+
+    /// Queues the chain `key` received and the one it sent. `ended`: the application signalled
+    /// the end of the handshake, so an empty sent chain means "sent none"; on the [`QUIET`]
+    /// timer it may only mean "not yet", and is not handed out.
+    fn hand_out(&mut self, key: Key, conn: Conn, ended: bool, counters: &mut TlsCounters) {
+        let sent = self.own.take(key);
         let chain = self.finish(key, conn, counters);
+        let mine = (ended || !sent.ders.is_empty()).then(|| PeerChain {
+            ders: sent.ders,
+            truncated: sent.truncated,
+            sent: true,
+            ..chain.clone()
+        });
         self.pending.push(chain);
+        if let Some(mine) = mine {
+            counters.own_chains += 1;
+            self.pending.push(mine);
+        }
     }
 
     /// Process `tgid` exited or replaced its image: the chains it had are complete, the rest
@@ -198,6 +235,7 @@ impl Openssl {
         }
         self.bios.retain(|k, _| k.0 != tgid);
         self.handed.retain(|k| k.0 != tgid);
+        self.own.forget(tgid);
     }
 
     /// The chains complete at `now` (monotonic ns): those closed by a record, then those quiet
@@ -210,13 +248,12 @@ impl Openssl {
             .filter(|(_, c)| !c.ders.is_empty() && now.saturating_sub(c.last_cert_ns) >= quiet)
             .map(|(k, _)| *k)
             .collect();
-        let mut out = std::mem::take(&mut self.pending);
         for k in done {
             let c = self.conns.remove(&k).expect("listed above");
             self.mark_handed(k, counters);
-            out.push(self.finish(k, c, counters));
+            self.hand_out(k, c, false, counters);
         }
-        out
+        std::mem::take(&mut self.pending)
     }
 
     /// The connection `key`, added when new (`None`, counted, when the table is full).
@@ -277,6 +314,7 @@ impl Openssl {
             ders: c.ders,
             truncated: c.truncated,
             kernel_mapped: c.kernel_mapped,
+            sent: false,
         }
     }
 }
@@ -341,7 +379,9 @@ mod tests {
         assert!(o.take_ready(2 * MS, &mut c).is_empty());
         o.handshake_ended((PID, SSL), 0xdead, &mut c);
         let out = o.take_ready(2 * MS, &mut c);
-        assert_eq!(out.len(), 1);
+        // The received chain, and the (empty) one this side sent.
+        assert_eq!(out.len(), 2);
+        assert!(!out[0].sent && out[1].sent && out[1].ders.is_empty());
         assert_eq!(
             out[0].ders,
             vec![b"leaf".to_vec(), b"intermediate".to_vec()]
@@ -363,7 +403,7 @@ mod tests {
         let (mut o, mut c) = connected(no_proc);
         o.handshake_ended((PID, SSL), 0, &mut c);
         let out = o.take_ready(0, &mut c);
-        assert_eq!(out.len(), 1);
+        assert_eq!(out.len(), 2, "received and sent, both empty");
         assert!(out[0].ders.is_empty() && out[0].local.is_some());
         assert_eq!(c.no_peer_certificate, 1);
         // Next connection on the same SSL*: nothing parsed, but the library has a
@@ -455,5 +495,60 @@ mod tests {
         assert!(out[0].truncated);
         assert_eq!(out[0].ders.len(), MAX_CHAIN);
         assert_eq!(c.chain_overflow, 1);
+    }
+
+    fn own(o: &mut Openssl, c: &mut TlsCounters, der: &[u8]) {
+        let ev = TlsEvent {
+            kind: mxcert_ebpf::tls::EV_OWN_CERT,
+            ssl: SSL,
+            der_len: der.len() as u32,
+            data_len: der.len() as u32,
+            ..Default::default()
+        };
+        o.own_cert((PID, SSL), &ev, der, c);
+    }
+
+    #[test]
+    fn our_sent_chain_goes_out_with_the_received_one() {
+        let (mut o, mut c) = connected(no_proc);
+        own(&mut o, &mut c, b"our leaf");
+        own(&mut o, &mut c, b"our intermediate");
+        cert(&mut o, &mut c, 1, b"peer leaf");
+        o.handshake_ended((PID, SSL), 0xdead, &mut c);
+        let out = o.take_ready(2 * MS, &mut c);
+        assert_eq!(out.len(), 2);
+        let (got, sent) = (&out[0], &out[1]);
+        assert!(!got.sent && sent.sent);
+        assert_eq!(got.ders, [b"peer leaf".to_vec()]);
+        assert_eq!(
+            sent.ders,
+            [b"our leaf".to_vec(), b"our intermediate".to_vec()]
+        );
+        // Same process, same endpoints: the daemon turns them around for a sent chain.
+        assert_eq!((sent.local, sent.remote), (got.local, got.remote));
+        assert_eq!((c.own_certs, c.own_chains), (2, 1));
+        // A resumed handshake on the same SSL*: neither chain (both came with the original).
+        o.set_bio((PID, SSL), BIO, "smtp".into(), &mut c);
+        own(&mut o, &mut c, b"stale");
+        o.handshake_ended((PID, SSL), 0xbeef, &mut c);
+        assert!(o.take_ready(0, &mut c).is_empty());
+        // A new connection drops what an earlier one left unsent.
+        o.set_bio((PID, SSL), BIO, "smtp".into(), &mut c);
+        o.handshake_ended((PID, SSL), 0, &mut c);
+        let out = o.take_ready(0, &mut c);
+        assert!(out.iter().all(|c| c.ders.is_empty()), "{out:?}");
+    }
+
+    #[test]
+    fn on_the_quiet_timer_an_empty_sent_chain_is_not_handed_out() {
+        let (mut o, mut c) = connected(no_proc);
+        cert(&mut o, &mut c, 0, b"peer leaf");
+        let out = o.take_ready(u64::MAX, &mut c);
+        assert_eq!(
+            out.len(),
+            1,
+            "no end signal: an empty sent chain may mean 'not yet'"
+        );
+        assert!(!out[0].sent);
     }
 }
