@@ -128,6 +128,9 @@ pub struct PeerChain {
     /// GnuTLS's `gnutls_certificate_get_ours`: the leaf only), not the one it received; empty:
     /// it sent none. `local`/`remote` are still the sending process's endpoints.
     pub sent: bool,
+    /// Only the leaf of a longer chain is known (GnuTLS's own-certificate answer): the
+    /// intermediates the process sent are missing.
+    pub leaf_only: bool,
 }
 
 impl PeerChain {

@@ -158,6 +158,7 @@ impl Library {
                     sender,
                     ders: &c.ders,
                     truncated: c.truncated,
+                    partial: c.leaf_only,
                 },
                 sink,
             )?;

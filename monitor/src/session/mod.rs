@@ -61,6 +61,10 @@ pub struct LibraryChain<'a> {
     pub ders: &'a [Vec<u8>],
     /// Some certificate was cut at the kernel's copy bound.
     pub truncated: bool,
+    /// Only part of the chain is known (GnuTLS tells the leaf it sent, not its intermediates):
+    /// a full report of the same role from the peer's process, when it is probed too, replaces
+    /// it, and a record waits (at most `library_wait`) for one.
+    pub partial: bool,
 }
 
 /// What a live source learns about a connection, so it can stop copying it
@@ -274,7 +278,41 @@ struct Flow {
 
 /// Certificate chains read in the TLS library, by role ([`CLIENT`], [`SERVER`]: who sent it).
 /// `Some(empty)`: the library finished the handshake and that peer sent no certificate.
-type LibChains = [Option<Vec<Fingerprint>>; 2];
+#[derive(Debug, Default)]
+struct LibChains {
+    chain: [Option<Vec<Fingerprint>>; 2],
+    /// The role's chain is a partial report (see [`LibraryChain::partial`]).
+    partial: [bool; 2],
+}
+
+impl LibChains {
+    /// Files a report of one role's chain. When both ends are local and probed the same chain
+    /// arrives twice, received by one process and sent by the other: a full report beats a
+    /// partial one (GnuTLS's leaf-only own chain), and of two alike the longer is kept.
+    fn report(&mut self, role: usize, chain: Vec<Fingerprint>, partial: bool) {
+        let better = match &self.chain[role] {
+            None => true,
+            Some(old) => match (self.partial[role], partial) {
+                (true, false) => true,
+                (false, true) => false,
+                _ => old.len() <= chain.len(),
+            },
+        };
+        if better {
+            self.chain[role] = Some(chain);
+            self.partial[role] = partial;
+        }
+    }
+
+    /// Both roles reported in full: nothing more to wait for.
+    fn complete(&self) -> bool {
+        self.chain.iter().all(Option::is_some) && !self.partial.iter().any(|p| *p)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.chain.iter().all(Option::is_none)
+    }
+}
 
 /// A TLS 1.3 session record waiting for its library chains (see [`Config::library_wait`]).
 struct Held {
@@ -651,7 +689,7 @@ impl Pipeline {
             rst: false,
             packets: 0,
             bytes: 0,
-            lib: [None, None],
+            lib: LibChains::default(),
         });
         flow.parse.midstream = midstream;
         if midstream {
@@ -777,7 +815,7 @@ impl Pipeline {
             // is encrypted); a record still missing a role's library chain waits for it.
             let waits = rec.tls.version == Some("TLS1.3")
                 && rec.tls.chain_source.is_none()
-                && lib.iter().any(Option::is_none);
+                && !lib.complete();
             if waits && self.held.len() < self.cfg.max_flows {
                 let key = FlowKey::new(flow.client, flow.server);
                 self.held_seq += 1;
@@ -956,14 +994,14 @@ impl Pipeline {
             self.stats.library_chains_truncated += 1;
         }
         if let Some(h) = self.held.get_mut(&key) {
-            report(&mut h.lib[role], chain);
-            if h.lib.iter().all(Option::is_some) {
+            h.lib.report(role, chain, c.partial);
+            if h.lib.complete() {
                 if let Some(h) = self.held.remove(&key) {
                     self.emit(h.rec, h.first_ts, &h.lib, sink)?;
                 }
             }
         } else if let Some(Slot::Active(f)) = self.flows.get_mut(&key) {
-            report(&mut f.lib[role], chain);
+            f.lib.report(role, chain, c.partial);
         }
         Ok(())
     }
@@ -1022,15 +1060,6 @@ impl Pipeline {
     }
 }
 
-/// Files a library report of one role's chain. When both ends are local and probed the same
-/// chain arrives twice, received by one process and sent by the other; GnuTLS gives only the
-/// leaf of what it sent (`gnutls_certificate_get_ours`), so the longer report is kept.
-fn report(slot: &mut Option<Vec<Fingerprint>>, chain: Vec<Fingerprint>) {
-    if slot.as_ref().is_none_or(|old| old.len() <= chain.len()) {
-        *slot = Some(chain);
-    }
-}
-
 /// Puts the library's chains into a record the wire saw none for (with wire chains, those are
 /// what was sent and stay). A client chain from the library also answers what TLS 1.3 hides:
 /// whether the client presented a certificate, and — as a client sends Certificate only when
@@ -1041,16 +1070,16 @@ fn report(slot: &mut Option<Vec<Fingerprint>>, chain: Vec<Fingerprint>) {
 /// original handshake's authentication), so there an empty report says nothing about either
 /// side: it neither marks the client as having declined nor keeps the original's chains out.
 fn join_library(rec: &mut SessionRecord, lib: &LibChains) {
-    if rec.tls.chain_source.is_some() || lib.iter().all(Option::is_none) {
+    if rec.tls.chain_source.is_some() || lib.is_empty() {
         return;
     }
     let t = &mut rec.tls;
     let resumed = t.resumed;
     let said = |c: &Option<Vec<Fingerprint>>| c.clone().filter(|c| !(resumed && c.is_empty()));
-    if let Some(s) = said(&lib[SERVER]) {
+    if let Some(s) = said(&lib.chain[SERVER]) {
         t.server_chain = s;
     }
-    if let Some(c) = said(&lib[CLIENT]) {
+    if let Some(c) = said(&lib.chain[CLIENT]) {
         t.client_cert_presented = Some(!c.is_empty());
         if !c.is_empty() {
             t.cert_requested = Some(true);
@@ -1484,6 +1513,7 @@ mod tests {
             sender,
             ders,
             truncated: false,
+            partial: false,
         }
     }
 
@@ -1614,6 +1644,52 @@ mod tests {
             let t = &sink.sessions[0].tls;
             assert_eq!(t.server_chain.len(), 2, "leaf first: {leaf_first}");
         }
+    }
+
+    /// Exim as client to a probed Postfix: Exim's GnuTLS reports the server chain it received
+    /// and the leaf it sent (partial); the record waits for Postfix's full report of the client
+    /// chain, and with no such report (the peer is another host) goes out with the leaf after
+    /// the wait.
+    #[test]
+    fn a_partial_report_waits_for_a_full_one_and_is_used_without_it() {
+        let (server, client) = (ders(), vec![b"leaf".to_vec(), b"intermediate".to_vec()]);
+        let partial = |port| LibraryChain {
+            partial: true,
+            ..chain(port, false, &client[..1])
+        };
+        let mut p = lib_pipeline(Some(WAIT));
+        let mut sink = VecSink::default();
+        tls13_session(&mut p, &mut sink, 40000, SEC);
+        p.attach_chain(&chain(40000, true, &server), &mut sink)
+            .unwrap();
+        p.attach_chain(&partial(40000), &mut sink).unwrap();
+        assert!(sink.sessions.is_empty(), "a partial role is not complete");
+        p.attach_chain(&chain(40000, false, &client), &mut sink)
+            .unwrap();
+        assert_eq!(sink.sessions.len(), 1, "the full report completes it");
+        assert_eq!(sink.sessions[0].tls.client_chain.len(), 2);
+        // A later partial report never replaces a full one.
+        let mut p = lib_pipeline(Some(WAIT));
+        let mut sink = VecSink::default();
+        tls13_session(&mut p, &mut sink, 40001, SEC);
+        p.attach_chain(&chain(40001, false, &client), &mut sink)
+            .unwrap();
+        p.attach_chain(&partial(40001), &mut sink).unwrap();
+        p.attach_chain(&chain(40001, true, &server), &mut sink)
+            .unwrap();
+        assert_eq!(sink.sessions.len(), 1);
+        assert_eq!(sink.sessions[0].tls.client_chain.len(), 2);
+        // Nobody else reports: the leaf goes out after the wait.
+        tls13_session(&mut p, &mut sink, 40002, 2 * SEC);
+        p.attach_chain(&chain(40002, true, &server), &mut sink)
+            .unwrap();
+        p.attach_chain(&partial(40002), &mut sink).unwrap();
+        assert_eq!(sink.sessions.len(), 1);
+        p.tick(5 * SEC, &mut sink).unwrap();
+        assert_eq!(sink.sessions.len(), 2);
+        let t = &sink.sessions[1].tls;
+        assert_eq!(t.client_chain.len(), 1);
+        assert_eq!(t.client_cert_presented, Some(true));
     }
 
     #[test]

@@ -54,6 +54,8 @@ impl Session {
     }
 
     fn chain(&self, key: (u32, u64), ders: Vec<Vec<u8>>, truncated: bool, sent: bool) -> PeerChain {
+        // `gnutls_certificate_get_ours` gives the leaf it sent, never the rest.
+        let leaf_only = sent && !ders.is_empty();
         PeerChain {
             tgid: key.0,
             comm: self.comm.clone(),
@@ -64,6 +66,7 @@ impl Session {
             truncated,
             kernel_mapped: self.kernel_mapped,
             sent,
+            leaf_only,
         }
     }
 }

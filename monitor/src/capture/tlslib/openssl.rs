@@ -213,6 +213,7 @@ impl Openssl {
             ders: sent.ders,
             truncated: sent.truncated,
             sent: true,
+            leaf_only: false,
             ..chain.clone()
         });
         self.pending.push(chain);
@@ -315,6 +316,7 @@ impl Openssl {
             truncated: c.truncated,
             kernel_mapped: c.kernel_mapped,
             sent: false,
+            leaf_only: false,
         }
     }
 }
