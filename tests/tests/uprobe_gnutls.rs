@@ -190,9 +190,9 @@ fn exim_server_reads_the_client_chains_through_gnutls() {
                 .expect("openssl s_client"),
         );
         // EHLO after the handshake: the client's certificate flight has reached Exim by then.
-        // The session stays open until both chains are in: user space maps Exim's fd to the
-        // 4-tuple through /proc while the receiving process lives (TODO(#8): a session shorter
-        // than the poll latency stays unmapped; the kernel could read the socket itself).
+        // The session stays open until both chains are in, so this test does not depend on
+        // how the 4-tuple was found (the kernel's socket tracepoints, or /proc while the
+        // receiving process lives).
         let mut stdin = client.0.stdin.take().unwrap();
         stdin.write_all(b"EHLO client.example\r\n").unwrap();
         let got = collect(&mut probes, ip, Duration::from_secs(15), |c| {

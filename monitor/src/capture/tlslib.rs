@@ -41,7 +41,8 @@
 //!
 //! The programs and maps come from the daemon's one [`BpfObject`] (shared with the TC source).
 //!
-//! Not done yet (TODO(#8)): statically linked copies (symbols in the executable).
+//! Known limit: statically linked copies (symbols in the executable) are not probed; such a
+//! process is reported once, by name.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
