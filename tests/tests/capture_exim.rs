@@ -27,7 +27,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mxcert_system_tests::ebpf::require_ebpf;
-use mxcert_system_tests::live::{self, serial, Capture};
+use mxcert_system_tests::live::{self, serial};
 use mxcert_system_tests::mta::{
     certs_dir, exim_root, require_exim, swaks_ok, wait_for, wait_quiet, Exim, EximClient, Postfix,
     PostfixOpts, Tcpdump, WorkDir,
@@ -38,7 +38,8 @@ use mxcert_system_tests::records::{
 };
 use mxcert_system_tests::tlswire::{connections, tls_direction};
 use mxcert_system_tests::uprobe::{
-    assert_no_cleartext_certificates, ca_bundle_noise, der_hashes, pem_ders, Killed,
+    assert_no_cleartext_certificates, ca_bundle_noise, der_hashes, library_capture, pem_ders,
+    Killed,
 };
 use serde_json::Value;
 
@@ -83,27 +84,7 @@ fn capture<M>(
     let (out, log) = (work.join("out.jsonl"), work.join("mxcert.log"));
     let t0 = Instant::now();
     let phase = |what: &str| eprintln!("capture_exim: {what} at {:?}", t0.elapsed());
-    let anchors = certs_dir().join("root-ca.crt");
-    let cap = Capture::start(
-        pair,
-        &out,
-        &log,
-        &[
-            "--backend",
-            "ebpf",
-            "--ports",
-            "25",
-            "--tls-library",
-            "auto",
-            "--tls-processes",
-            PROCESSES,
-            "--metrics-addr",
-            &format!("127.0.0.1:{metrics}"),
-            "--trust-anchors",
-            anchors.to_str().unwrap(),
-        ],
-    )
-    .expect("mxcert capture");
+    let cap = library_capture(pair, (&out, &log), "25", PROCESSES, metrics);
     assert!(cap.log_text().contains("TLS library probes on"));
     let dump = Tcpdump::start(pair, Side::Server, work.join("wire.pcap")).expect("tcpdump");
     phase("mxcert and tcpdump started");

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use mxcert::capture::tlslib::DEFAULT_COMMS;
 use mxcert_system_tests::ebpf::require_ebpf;
 use mxcert_system_tests::live::{self, Capture};
 use mxcert_system_tests::mta::{require_mta, wait_for, wait_quiet, Tcpdump, WorkDir};
@@ -36,9 +37,10 @@ use mxcert_system_tests::postfix_pair::{body_of, message, mtas, noise, Host, BUN
 use mxcert_system_tests::records::{
     chain_hex, findings_of, hex, loaded, programs_of, records, strings,
 };
-use mxcert_system_tests::repo_root;
 use mxcert_system_tests::tlswire::{connections, contains, tls_direction, Connection};
-use mxcert_system_tests::uprobe::{assert_no_cleartext_certificates, der_hashes, pem_ders};
+use mxcert_system_tests::uprobe::{
+    assert_no_cleartext_certificates, der_hashes, library_capture, pem_ders,
+};
 
 /// One Postfix pair at a time: two pairs plus a daemon each slow a 2-core machine past the
 /// daemon's 2 s library wait.
@@ -52,27 +54,14 @@ const TLS13: u16 = 0x0304;
 fn capture(pair: &NetnsPair, work: &WorkDir, metrics: u16) -> Capture {
     // Built before anything is timed.
     live::mxcert_bin().expect("mxcert binary");
-    let cap = Capture::start(
+    // The daemon's default allow-list (smtpd, smtp, exim, exim4, tlsmgr).
+    let cap = library_capture(
         pair,
-        &work.join("out.jsonl"),
-        &work.join("mxcert.log"),
-        &[
-            "--backend",
-            "ebpf",
-            "--ports",
-            "25",
-            "--tls-library",
-            "auto",
-            "--metrics-addr",
-            &format!("127.0.0.1:{metrics}"),
-            "--trust-anchors",
-            repo_root()
-                .join("pcaps/certs/root-ca.crt")
-                .to_str()
-                .unwrap(),
-        ],
-    )
-    .expect("mxcert capture");
+        (&work.join("out.jsonl"), &work.join("mxcert.log")),
+        "25",
+        &DEFAULT_COMMS.join(","),
+        metrics,
+    );
     let log = cap.log_text();
     assert!(log.contains("TLS library probes on"), "{log}");
     cap
