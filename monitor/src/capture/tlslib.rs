@@ -107,6 +107,44 @@ pub const MAX_ADOPTING: usize = 4096;
 /// adopted (see [`Rescan`]).
 pub const RESCAN_GAP: Duration = Duration::from_secs(1);
 
+/// Where a library connection's socket is: the fd the application tied it to (for the /proc
+/// fallback) and its endpoints as the process sees them, from the kernel (`EV_SOCK`) or that
+/// lookup. Shared by the OpenSSL and GnuTLS paths.
+#[derive(Debug, Default, Clone, Copy)]
+struct Endpoints {
+    fd: Option<i32>,
+    local: Option<SocketAddr>,
+    remote: Option<SocketAddr>,
+    /// `local`/`remote` came from the kernel.
+    kernel_mapped: bool,
+}
+
+impl Endpoints {
+    /// The endpoints the kernel took at the handshake's socket I/O: they win over a /proc
+    /// lookup, which goes by fd number and may name a later connection.
+    fn set_from_kernel(&mut self, local: SocketAddr, remote: SocketAddr) {
+        self.local = Some(local);
+        self.remote = Some(remote);
+        self.kernel_mapped = true;
+    }
+
+    /// Looks the endpoints up through the fd (`lookup`: /proc) when still unknown. True when
+    /// they are known.
+    fn resolve(
+        &mut self,
+        tgid: u32,
+        lookup: impl Fn(u32, i32) -> Option<(SocketAddr, SocketAddr)>,
+    ) -> bool {
+        if self.local.is_none() {
+            if let Some((l, r)) = self.fd.and_then(|fd| lookup(tgid, fd)) {
+                self.local = Some(l);
+                self.remote = Some(r);
+            }
+        }
+        self.local.is_some()
+    }
+}
+
 /// The chain a process received from its peer on one connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerChain {

@@ -19,17 +19,13 @@ use mxcert_ebpf::tls::{
     TlsEvent, EV_GNUTLS_CERT, EV_GNUTLS_DEINIT, EV_GNUTLS_OURS, EV_GNUTLS_TRANSPORT,
 };
 
-use super::{socket_endpoints, PeerChain, TlsCounters, MAX_CHAIN, MAX_TRACKED};
+use super::{socket_endpoints, Endpoints, PeerChain, TlsCounters, MAX_CHAIN, MAX_TRACKED};
 
 /// One GnuTLS session of one process.
 #[derive(Default)]
 struct Session {
     comm: String,
-    fd: Option<i32>,
-    local: Option<SocketAddr>,
-    remote: Option<SocketAddr>,
-    /// `local`/`remote` came from the kernel (`EV_SOCK`).
-    kernel_mapped: bool,
+    ends: Endpoints,
     /// Certificates of the result being assembled (records arrive in index order).
     ders: Vec<Vec<u8>>,
     truncated: bool,
@@ -44,13 +40,7 @@ impl Session {
     /// before this tgid was seen, or the socket was not yet connected: look again while the
     /// process still has the fd). False: still unknown.
     fn map(&mut self, tgid: u32) -> bool {
-        if self.local.is_none() {
-            if let Some((l, r)) = self.fd.and_then(|fd| socket_endpoints(tgid, fd)) {
-                self.local = Some(l);
-                self.remote = Some(r);
-            }
-        }
-        self.local.is_some()
+        self.ends.resolve(tgid, socket_endpoints)
     }
 
     fn chain(&self, key: (u32, u64), ders: Vec<Vec<u8>>, truncated: bool, sent: bool) -> PeerChain {
@@ -60,11 +50,11 @@ impl Session {
             tgid: key.0,
             comm: self.comm.clone(),
             ssl: key.1,
-            local: self.local,
-            remote: self.remote,
+            local: self.ends.local,
+            remote: self.ends.remote,
             ders,
             truncated,
-            kernel_mapped: self.kernel_mapped,
+            kernel_mapped: self.ends.kernel_mapped,
             sent,
             leaf_only,
         }
@@ -96,11 +86,8 @@ impl Gnutls {
                     return;
                 };
                 if ev.fd >= 0 {
-                    s.fd = Some(ev.fd);
-                    if let Some((l, r)) = socket_endpoints(ev.tgid, ev.fd) {
-                        s.local = Some(l);
-                        s.remote = Some(r);
-                    }
+                    s.ends.fd = Some(ev.fd);
+                    s.ends.resolve(ev.tgid, socket_endpoints);
                 }
             }
             EV_GNUTLS_DEINIT => {
@@ -128,9 +115,7 @@ impl Gnutls {
         let Some(s) = self.sessions.get_mut(&key) else {
             return false;
         };
-        s.local = Some(local);
-        s.remote = Some(remote);
-        s.kernel_mapped = true;
+        s.ends.set_from_kernel(local, remote);
         true
     }
 

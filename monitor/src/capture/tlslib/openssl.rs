@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use mxcert_ebpf::tls::TlsEvent;
 
 use super::own::Own;
-use super::{PeerChain, TlsCounters, MAX_CHAIN, MAX_TRACKED, QUIET};
+use super::{Endpoints, PeerChain, TlsCounters, MAX_CHAIN, MAX_TRACKED, QUIET};
 
 /// The endpoints of socket fd of a process, looked up outside the kernel (/proc in the
 /// daemon, [`super::socket_endpoints`]).
@@ -31,12 +31,8 @@ type Key = (u32, u64);
 #[derive(Default)]
 struct Conn {
     comm: String,
-    /// The socket fd its `SSL_set_bio` tied it to, for the /proc fallback.
-    fd: Option<i32>,
-    local: Option<SocketAddr>,
-    remote: Option<SocketAddr>,
-    /// `local`/`remote` came from an `EV_SOCK` record.
-    kernel_mapped: bool,
+    /// The socket fd its `SSL_set_bio` tied it to, and the endpoints.
+    ends: Endpoints,
     ders: Vec<Vec<u8>>,
     truncated: bool,
     last_cert_ns: u64,
@@ -109,11 +105,14 @@ impl Openssl {
         }
         let mut conn = Conn {
             comm,
-            fd: self.bios.get(&(tgid, bio)).copied(),
+            ends: Endpoints {
+                fd: self.bios.get(&(tgid, bio)).copied(),
+                ..Endpoints::default()
+            },
             ..Conn::default()
         };
         if !self.kernel_sockets {
-            self.proc_endpoints(tgid, &mut conn);
+            conn.ends.resolve(tgid, self.lookup);
         }
         self.conns.insert(key, conn);
     }
@@ -169,9 +168,7 @@ impl Openssl {
         let Some(conn) = self.conn_mut(key, comm, counters) else {
             return;
         };
-        conn.local = Some(local);
-        conn.remote = Some(remote);
-        conn.kernel_mapped = true;
+        conn.ends.set_from_kernel(local, remote);
     }
 
     /// The application asked for the peer's certificate of `key`: the handshake is over.
@@ -290,31 +287,21 @@ impl Openssl {
         self.handed.insert(key);
     }
 
-    fn proc_endpoints(&self, tgid: u32, conn: &mut Conn) {
-        if let Some((l, r)) = conn.fd.and_then(|fd| (self.lookup)(tgid, fd)) {
-            conn.local = Some(l);
-            conn.remote = Some(r);
-        }
-    }
-
     fn finish(&mut self, (tgid, ssl): Key, mut c: Conn, counters: &mut TlsCounters) -> PeerChain {
-        if c.local.is_none() {
-            // The kernel sent no endpoints (a socket it cannot read, a kernel without the
-            // tracepoints, a first I/O it missed): the fd, if the process still has it.
-            self.proc_endpoints(tgid, &mut c);
-        }
-        if c.local.is_none() {
+        // The kernel sent no endpoints (a socket it cannot read, a kernel without the
+        // tracepoints, a first I/O it missed): the fd, if the process still has it.
+        if !c.ends.resolve(tgid, self.lookup) {
             counters.unmapped += 1;
         }
         PeerChain {
             tgid,
             comm: c.comm,
             ssl,
-            local: c.local,
-            remote: c.remote,
+            local: c.ends.local,
+            remote: c.ends.remote,
             ders: c.ders,
             truncated: c.truncated,
-            kernel_mapped: c.kernel_mapped,
+            kernel_mapped: c.ends.kernel_mapped,
             sent: false,
             leaf_only: false,
         }
