@@ -81,8 +81,9 @@ struct LiveArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     status_interval: u64,
 
-    /// Read TLS 1.3 certificates (encrypted on the wire) where the MTA's TLS library parses
-    /// them, through eBPF uprobes on OpenSSL 3: `auto` (on when the probes load; otherwise one
+    /// Read TLS 1.3 certificates (encrypted on the wire) where the MTA's TLS library handles
+    /// them, through eBPF uprobes on OpenSSL 3 and GnuTLS: the peer's chain as received and
+    /// ours as sent (GnuTLS: our leaf only). `auto` (on when the probes load; otherwise one
     /// warning says why and what to do, and capture goes on wire-only) or `off`. Sessions
     /// covered this way say `tls.chain_source = "uprobe"`.
     #[arg(long, value_enum, default_value_t = TlsLibraryArg::Auto)]

@@ -1,6 +1,7 @@
 //! Peer certificates from the MTA's TLS library (issue #8): TLS 1.3 encrypts the Certificate
 //! messages, so where the wire shows nothing, uprobes on OpenSSL 3 read each certificate of the
-//! peer's chain as libssl hands it to `d2i_X509` (facts: ../shared/notes/tls13-uprobes.md).
+//! peer's chain as libssl hands it to `d2i_X509`, and of our own as it encodes it with
+//! `i2d_X509` (GnuTLS: `tlslib/gnutls.rs`; facts: ../shared/notes/tls13-uprobes.md).
 //!
 //! The kernel side (`monitor-ebpf/src/main.rs`, module `tls_probes`) filters by process name
 //! before copying anything, and sends one ring record per certificate (bounded copy, truncation
